@@ -1,0 +1,158 @@
+"""Checkpoints: complete, self-describing, written atomically, loaded without running code.
+
+A checkpoint is a dict of tensors and plain data (saved with `torch.save`, loaded with
+`weights_only=True`, which refuses any pickle that would import or call something else):
+
+    format, version, model (ModelConfig fields), config (TrainConfig fields), step, epoch,
+    generator, discriminator, optimizer_g, optimizer_d (state_dicts), fixed_noise, rng
+
+Weights-only files from the PyTorch DCGAN tutorial or the pytorch/examples script (a bare netG or
+netD state_dict, keys `main.0.weight`, ...) load too; the architecture is read off their shapes.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from . import __version__
+from .config import ModelConfig
+from .errors import DcganError
+
+FORMAT = "dcgan-checkpoint-1"
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile wrappers
+
+
+def save_atomic(payload: dict, path: Path) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as error:
+        raise DcganError(f"cannot write checkpoint {path}: {error.strerror or error}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a directory; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def make_checkpoint(model: ModelConfig, config: dict, **state: Any) -> dict:
+    return {"format": FORMAT, "version": __version__, "model": vars(model).copy(), "config": config, **state}
+
+
+def read_file(path: Path) -> Any:
+    """torch.load with weights_only=True, every failure turned into one line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DcganError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "unsupported content"
+        if "weights_only" in str(error) or "Unsupported" in str(error):
+            raise DcganError(f"refusing to load {path}: it holds objects other than tensors and plain data ({first[:160]})") from None
+        raise DcganError(f"cannot read {path}: not a checkpoint, or corrupt ({first[:160]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+        first = (str(error).strip().splitlines() or ["unreadable"])[0]
+        raise DcganError(f"cannot read {path}: truncated or corrupt ({first[:160]})") from None
+
+
+def strip_wrappers(state_dict: dict) -> dict:
+    """Drop the `module.` / `_orig_mod.` prefixes that DataParallel, DDP and torch.compile add."""
+    out = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix) :], True
+        out[key] = value
+    return out
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _conv_weights(state_dict: dict) -> list[torch.Tensor]:
+    keys = [k for k, v in state_dict.items() if k.startswith("main.") and k.endswith(".weight") and v.ndim == 4]
+    return [state_dict[k] for k in sorted(keys, key=lambda k: int(k.split(".")[1]))]
+
+
+def infer_generator_config(state_dict: dict) -> ModelConfig:
+    """Architecture of a tutorial-layout netG: main.0 is ConvT(nz, ngf*m, 4, 1, 0), the last ConvT(ngf, C)."""
+    convs = _conv_weights(state_dict)
+    if len(convs) < 3 or any(w.shape[2:] != (4, 4) for w in convs):
+        raise DcganError("not a DCGAN generator state_dict (expected main.N.weight 4x4 transposed convolutions)")
+    nz, first_width = convs[0].shape[:2]
+    ngf, channels = convs[-1].shape[:2]
+    image_size = 2 ** (len(convs) + 1)  # 4x4 after the first layer, doubled by each later one
+    max_mult = max(1, first_width // ngf)
+    return ModelConfig(image_size, channels, nz, ngf, 64, max_mult)
+
+
+def infer_discriminator_config(state_dict: dict) -> ModelConfig:
+    """Architecture of a tutorial-layout netD: main.0 is Conv(C, ndf), the last Conv(ndf*m, 1, 4, 1, 0)."""
+    convs = _conv_weights(state_dict)
+    if len(convs) < 3 or convs[-1].shape[0] != 1:
+        raise DcganError("not a DCGAN discriminator state_dict (expected main.N.weight convolutions ending in 1 channel)")
+    ndf, channels = convs[0].shape[:2]
+    image_size = 2 ** (len(convs) + 1)
+    max_mult = max(1, convs[-1].shape[1] // ndf)
+    return ModelConfig(image_size, channels, 100, 64, ndf, max_mult)
+
+
+def load_weights(module: torch.nn.Module, state_dict: dict, what: str) -> None:
+    """load_state_dict with one readable line for a mismatch (wrong size, channels, or network)."""
+    state_dict = strip_wrappers(state_dict)
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    wrong = [k for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
+    if missing or unexpected or wrong:
+        detail = (
+            f"shape of {wrong[0]} is {tuple(state_dict[wrong[0]].shape)}, expected {tuple(own[wrong[0]].shape)}"
+            if wrong
+            else f"missing {missing[:2]}, unexpected {unexpected[:2]}"
+        )
+        raise DcganError(f"{what} does not fit this model ({detail}): check --image-size, --channels, --nz, --ngf/--ndf")
+    module.load_state_dict(state_dict)
+
+
+def load_network_weights(path: Path, which: str) -> tuple[dict, Optional[ModelConfig]]:
+    """The `which` ('generator' or 'discriminator') state_dict in `path`, and the architecture it implies.
+
+    Accepts a dcgan checkpoint or a bare tutorial-layout state_dict.
+    """
+    obj = read_file(path)
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        return obj[which], ModelConfig(**obj["model"])
+    if _is_state_dict(obj):
+        state_dict = strip_wrappers(obj)
+        infer = infer_generator_config if which == "generator" else infer_discriminator_config
+        return state_dict, infer(state_dict)
+    raise DcganError(f"{path} is neither a dcgan checkpoint nor a DCGAN state_dict")

@@ -1,0 +1,121 @@
+"""Typed configuration: every default of the toolkit lives here, each with its meaning.
+
+Two frozen dataclasses:
+- `ModelConfig` is all a Generator/Discriminator pair needs to be rebuilt (it travels in checkpoints);
+- `TrainConfig` is a whole training run (data, model, optimisation, cadence, outputs).
+The defaults are the PyTorch DCGAN tutorial's, except where a comment says otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .errors import DcganError
+
+MIN_IMAGE_SIZE = 16
+MAX_IMAGE_SIZE = 256
+VALID_IMAGE_SIZES = tuple(2**k for k in range(4, 9))  # 16, 32, 64, 128, 256
+
+
+def check_image_size(size: int) -> None:
+    if size not in VALID_IMAGE_SIZES:
+        valid = ", ".join(str(s) for s in VALID_IMAGE_SIZES)
+        raise DcganError(f"image size {size} is not supported: choose one of {valid}")
+
+
+def check_channels(channels: int) -> None:
+    if channels not in (1, 3):
+        raise DcganError(f"channels must be 1 (grayscale) or 3 (colour), not {channels}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    image_size: int = 64  # side of the square images in pixels; a power of two from 16 to 256
+    channels: int = 3  # image channels: 1 grayscale, 3 colour
+    nz: int = 100  # length of the latent vector z fed to the generator
+    ngf: int = 64  # generator feature maps in its last hidden layer (scaled up towards the input)
+    ndf: int = 64  # discriminator feature maps in its first layer (scaled up towards the output)
+    max_mult: int = 8  # cap on the feature-map multiplier; the tutorial reaches 8 at 64x64
+
+    def __post_init__(self) -> None:
+        check_image_size(self.image_size)
+        check_channels(self.channels)
+        for name in ("nz", "ngf", "ndf", "max_mult"):
+            if getattr(self, name) < 1:
+                raise DcganError(f"{name} must be a positive integer, not {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # data
+    data: str = "mnist"  # a built-in source (mnist, digits, fake) or a path: folder, .zip, IDX folder/file, CIFAR-10
+    image_size: Optional[int] = None  # None: the source's natural size (32 for digit sets, 64 otherwise)
+    channels: Optional[int] = None  # None: the source's own (1 for digit sets, 3 for photos); 1 or 3 converts
+    cache_dir: Optional[str] = None  # decoded-image cache folder; None: $DCGAN_CACHE or ~/.cache/dcgan
+    # model
+    nz: int = 100  # latent vector length
+    ngf: int = 64  # generator width
+    ndf: int = 64  # discriminator width
+    # optimisation
+    batch_size: int = 128  # images per training step
+    epochs: int = 12  # passes over the data; 12 x 5,000 embedded digits is about 4 minutes on 2 CPU cores
+    max_steps: Optional[int] = None  # when set, the run's total number of steps; it overrides epochs
+    lr: float = 2e-4  # Adam learning rate for both networks
+    beta1: float = 0.5  # Adam beta1 (the tutorial lowers it from 0.9 for stability)
+    beta2: float = 0.999  # Adam beta2
+    real_label: float = 1.0  # BCE target for real images (and for fakes in the G step)
+    fake_label: float = 0.0  # BCE target for fakes in the D step
+    drop_last: bool = True  # drop the last short batch of an epoch so every step sees batch_size images
+    init_g: Optional[str] = None  # warm start G from a checkpoint or a tutorial-layout netG .pth
+    init_d: Optional[str] = None  # warm start D from a checkpoint or a tutorial-layout netD .pth
+    # reproducibility and outputs
+    seed: int = 0  # seeds weights, data order and noise; the same seed gives the same run on CPU
+    out: Optional[str] = None  # run folder; None: runs/<data>-<timestamp>
+    n_fixed: int = 64  # fixed noise vectors drawn once, rendered as the progress grid
+    log_every: int = 10  # steps between host reads of the figures (stats.jsonl rows and progress bar)
+    keep: int = 3  # epoch checkpoints kept besides the final one
+    progress: bool = True  # show a progress bar on the console
+
+    def __post_init__(self) -> None:
+        if self.image_size is not None:
+            check_image_size(self.image_size)
+        if self.channels is not None:
+            check_channels(self.channels)
+        positive = ("nz", "ngf", "ndf", "batch_size", "epochs", "n_fixed", "log_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise DcganError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise DcganError(f"max_steps must be at least 1, not {self.max_steps}")
+        if self.keep < 0:
+            raise DcganError(f"keep must be 0 or more, not {self.keep}")
+        if not self.lr > 0:
+            raise DcganError(f"lr must be positive, not {self.lr}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise DcganError("Adam betas must lie in [0, 1)")
+
+    def model(self) -> ModelConfig:
+        """The architecture; call after image_size and channels are resolved."""
+        if self.image_size is None or self.channels is None:
+            raise ValueError("resolve image_size and channels before building the model")
+        return ModelConfig(self.image_size, self.channels, self.nz, self.ngf, self.ndf)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise DcganError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,104 @@
+"""DCGAN Generator and Discriminator for any power-of-two image size.
+
+Both keep the tutorial's `self.main = nn.Sequential(...)` layout, so at 64x64 with 3 channels the
+state_dict keys and shapes are exactly those of the PyTorch DCGAN tutorial and the pytorch/examples
+script (`main.0.weight`, `main.1.running_mean`, ...): their `netG.pth`/`netD.pth` files load as they are.
+
+Feature maps at resolution r are `width * min(max_mult, image_size // (2 r))`: at 64x64 that is the
+tutorial's 8, 4, 2, 1 (generator) and 1, 2, 4, 8 (discriminator).
+
+The discriminator returns logits (one per image); the tutorial's final nn.Sigmoid is folded into the
+loss (`BCEWithLogitsLoss`), which is the same loss in exact arithmetic but stays finite when D is
+confident. The sigmoid has no parameters, so the state_dict layout is unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+
+
+def _mult(config: ModelConfig, resolution: int) -> int:
+    return min(config.max_mult, config.image_size // (2 * resolution))
+
+
+def _hidden_resolutions(config: ModelConfig) -> list[int]:
+    """4, 8, ..., image_size/2: the sizes of the hidden feature maps."""
+    sizes, r = [], 4
+    while r < config.image_size:
+        sizes.append(r)
+        r *= 2
+    return sizes
+
+
+class Generator(nn.Module):
+    """z (B, nz, 1, 1) -> image (B, C, S, S) in [-1, 1]."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        resolutions = _hidden_resolutions(config)
+        widths = [config.ngf * _mult(config, r) for r in resolutions]
+        layers: list[nn.Module] = [
+            # (B, nz, 1, 1) -> (B, widths[0], 4, 4)
+            nn.ConvTranspose2d(config.nz, widths[0], 4, 1, 0, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(True),
+        ]
+        for w_in, w_out in zip(widths, widths[1:]):
+            # (B, w_in, r, r) -> (B, w_out, 2r, 2r)
+            layers += [nn.ConvTranspose2d(w_in, w_out, 4, 2, 1, bias=False), nn.BatchNorm2d(w_out), nn.ReLU(True)]
+        # (B, widths[-1], S/2, S/2) -> (B, C, S, S)
+        layers += [nn.ConvTranspose2d(widths[-1], config.channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.main(z)
+
+
+class Discriminator(nn.Module):
+    """image (B, C, S, S) -> logits (B,): log-odds that each image is real."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        resolutions = list(reversed(_hidden_resolutions(config)))  # S/2, ..., 4
+        widths = [config.ndf * _mult(config, r) for r in resolutions]
+        layers: list[nn.Module] = [
+            # (B, C, S, S) -> (B, widths[0], S/2, S/2); no BatchNorm on the input layer (DCGAN paper)
+            nn.Conv2d(config.channels, widths[0], 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        for w_in, w_out in zip(widths, widths[1:]):
+            # (B, w_in, r, r) -> (B, w_out, r/2, r/2)
+            layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=False), nn.BatchNorm2d(w_out), nn.LeakyReLU(0.2, inplace=True)]
+        # (B, widths[-1], 4, 4) -> (B, 1, 1, 1)
+        layers += [nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=False)]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.main(images).view(-1)
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN init (Radford et al.): conv weights ~ N(0, 0.02); BatchNorm weight ~ N(1, 0.02), bias 0."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def build_models(config: ModelConfig) -> tuple[Generator, Discriminator]:
+    # Same order as the tutorial (build G, init G, build D, init D) so a seed draws the same weights.
+    generator = Generator(config)
+    generator.apply(init_weights)
+    discriminator = Discriminator(config)
+    discriminator.apply(init_weights)
+    return generator, discriminator
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,80 @@
+"""One DCGAN training iteration, as in the PyTorch DCGAN tutorial (Goodfellow et al., 2014).
+
+    (1) Update D: maximise log D(x) + log(1 - D(G(z)))
+    (2) Update G: maximise log D(G(z))   (the non-saturating loss)
+
+`fake` is produced once. The D step sees `fake.detach()`, so its backward pass stops at the
+generator's output: no G gradients are computed, and G's autograd graph is left intact. The G step
+then runs the *updated* D on the very same `fake` and backpropagates through D into G, reusing that
+graph instead of running G a second time. Without the detach, the D step's backward would free G's
+graph and the G step would fail with "Trying to backward through the graph a second time".
+
+D returns logits; `BCEWithLogitsLoss` is the tutorial's Sigmoid + BCELoss in one stable function.
+The figures are returned as one detached tensor, so the caller decides when to pay for a host read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+FIGURE_NAMES = ("loss_d", "loss_g", "d_real", "d_fake_before", "d_fake_after")
+
+
+@dataclass
+class GanState:
+    generator: nn.Module
+    discriminator: nn.Module
+    optimizer_g: torch.optim.Optimizer
+    optimizer_d: torch.optim.Optimizer
+    real_label: float = 1.0
+    fake_label: float = 0.0
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    # mean over the batch of -[t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))]
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def discriminator_step(state: GanState, real: torch.Tensor, z: torch.Tensor):
+    """Phase 1: update D on a real batch and a fake one. Returns (fake, figures); fake keeps G's graph."""
+    D, G = state.discriminator, state.generator
+    D.zero_grad(set_to_none=True)
+
+    logits_real = D(real)  # (B,)
+    loss_d_real = _bce(logits_real, state.real_label)
+    loss_d_real.backward()
+
+    fake = G(z)  # (B, C, H, W); its graph is needed again in phase 2
+    # detach: the D loss must not reach G, and G's graph must survive for the G step
+    logits_fake = D(fake.detach())
+    loss_d_fake = _bce(logits_fake, state.fake_label)
+    loss_d_fake.backward()
+    state.optimizer_d.step()
+
+    figures = torch.stack(
+        [loss_d_real + loss_d_fake, torch.sigmoid(logits_real).mean(), torch.sigmoid(logits_fake).mean()]
+    ).detach()
+    return fake, figures  # figures: loss_d, d_real, d_fake_before
+
+
+def generator_step(state: GanState, fake: torch.Tensor) -> torch.Tensor:
+    """Phase 2: update G so the just-updated D calls the same `fake` real. Returns [loss_g, d_fake_after]."""
+    state.generator.zero_grad(set_to_none=True)
+    logits_fake = state.discriminator(fake)  # no detach: gradients flow through D into G
+    loss_g = _bce(logits_fake, state.real_label)  # log D(G(z)) rather than -log(1 - D(G(z))): no early saturation
+    loss_g.backward()  # also fills D's .grad; phase 1 of the next step clears it before use
+    state.optimizer_g.step()  # only G's parameters move
+    return torch.stack([loss_g, torch.sigmoid(logits_fake).mean()]).detach()
+
+
+def train_step(state: GanState, real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Both phases; returns the figures in FIGURE_NAMES order as one detached tensor (5,)."""
+    fake, d_figures = discriminator_step(state, real, z)
+    g_figures = generator_step(state, fake)
+    loss_d, d_real, d_fake_before = d_figures
+    loss_g, d_fake_after = g_figures
+    return torch.stack([loss_d, loss_g, d_real, d_fake_before, d_fake_after])
