@@ -38,7 +38,9 @@ def test_a_short_run_writes_every_output(tmp_path):
         assert Image.open(run / name).size[0] > 300
     gif = Image.open(run / "progress.gif")
     assert gif.n_frames == 2
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_0001.pt", "epoch_0002.pt", "final.pt"]
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["final.pt", "last.pt", "step_00000000.pt", "step_00000016.pt", "step_00000032.pt"]
+    assert (run / "checkpoints" / "last.pt").resolve().name == "final.pt"
     checkpoint = read_file(run / "checkpoints" / "final.pt")  # loads with weights_only=True
     assert checkpoint["step"] == 32 and checkpoint["model"]["image_size"] == 16
     assert checkpoint["config"]["data"] == "fake" and "optimizer_g" in checkpoint
@@ -47,13 +49,13 @@ def test_a_short_run_writes_every_output(tmp_path):
 def test_max_steps_is_the_total_and_adds_a_grid_inside_an_epoch(tmp_path):
     run = _train(tmp_path, max_steps=20)  # 1 full epoch of 16 steps, then 4 more
     assert _rows(run)[-1]["step"] == 20
-    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0001.png", "step_000020.png"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch_0001.png", "step_00000020.png"]
     assert Image.open(run / "progress.gif").n_frames == 2
 
 
-def test_only_the_last_k_epoch_checkpoints_are_kept(tmp_path):
-    run = _train(tmp_path, epochs=3, keep=1, batch_size=128)
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_0003.pt", "final.pt"]
+def test_only_the_last_k_periodic_checkpoints_are_kept(tmp_path):
+    run = _train(tmp_path, epochs=3, keep=2, batch_size=128)  # 4 steps an epoch
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["final.pt", "last.pt", "step_00000008.pt", "step_00000012.pt"]
 
 
 def test_same_seed_same_run_other_seed_other_run(tmp_path):

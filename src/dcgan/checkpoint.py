@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
+import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -71,12 +71,15 @@ def read_file(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else "unsupported content"
-        if "weights_only" in str(error) or "Unsupported" in str(error):
-            raise DcganError(f"refusing to load {path}: it holds objects other than tensors and plain data ({first[:160]})") from None
-        raise DcganError(f"cannot read {path}: not a checkpoint, or corrupt ({first[:160]})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
-        first = (str(error).strip().splitlines() or ["unreadable"])[0]
+        text = str(error)
+        found = re.search(r"Unsupported global: GLOBAL (\S+)|unrecognized function (\S+)", text)
+        if found:  # the file names a function or class to call: a weights-only load never does that
+            name = found.group(1) or found.group(2)
+            raise DcganError(f"refusing to load {path}: it asks to call {name}; checkpoints hold only tensors and plain data") from None
+        reason = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n|$)", text)
+        raise DcganError(f"cannot read {path}: not a checkpoint, or corrupt ({reason.group(1) if reason else 'unreadable'})") from None
+    except Exception as error:  # damaged bytes fail in many ways inside the unpickler; all mean the same here
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise DcganError(f"cannot read {path}: truncated or corrupt ({first[:160]})") from None
 
 
@@ -143,12 +146,16 @@ def load_weights(module: torch.nn.Module, state_dict: dict, what: str) -> None:
     module.load_state_dict(state_dict)
 
 
-def load_network_weights(path: Path, which: str) -> tuple[dict, Optional[ModelConfig]]:
+def load_network_weights(path: Path, which: str) -> tuple[dict, ModelConfig]:
     """The `which` ('generator' or 'discriminator') state_dict in `path`, and the architecture it implies.
 
     Accepts a dcgan checkpoint or a bare tutorial-layout state_dict.
     """
-    obj = read_file(path)
+    return network_state(read_file(path), which, path)
+
+
+def network_state(obj: Any, which: str, path: Path) -> tuple[dict, ModelConfig]:
+    """The `which` state_dict and its architecture, from a loaded dcgan checkpoint or bare state_dict."""
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return obj[which], ModelConfig(**obj["model"])
     if _is_state_dict(obj):
@@ -156,3 +163,91 @@ def load_network_weights(path: Path, which: str) -> tuple[dict, Optional[ModelCo
         infer = infer_generator_config if which == "generator" else infer_discriminator_config
         return state_dict, infer(state_dict)
     raise DcganError(f"{path} is neither a dcgan checkpoint nor a DCGAN state_dict")
+
+
+# ---------------------------------------------------------------- run checkpoints: rotation, last, newest
+
+
+def _step_of(path: Path) -> int:
+    return int(path.stem.split("_")[1]) if path.stem.startswith("step_") else -1
+
+
+def save_run_checkpoint(payload: dict, folder: Path, name: str, keep: int) -> Path:
+    """Save atomically, point `last.pt` at it, then drop the oldest periodic ones beyond `keep`.
+
+    The order matters: at every instant `last.pt` names a complete file, and a checkpoint is removed
+    only once a newer one is in place.
+    """
+    path = folder / name
+    save_atomic(payload, path)
+    link = folder / "last.pt"
+    tmp_link = folder / f".last.{os.getpid()}.tmp"
+    try:
+        if tmp_link.is_symlink():
+            tmp_link.unlink()
+        os.symlink(name, tmp_link)
+        os.replace(tmp_link, link)
+    except OSError as error:
+        raise DcganError(f"cannot update {link}: {error.strerror or error}") from None
+    periodic = sorted(folder.glob("step_*.pt"), key=_step_of)
+    for old in periodic[: max(0, len(periodic) - max(keep, 1))]:
+        if old.name != name:
+            old.unlink()
+    return path
+
+
+def newest_good(folder: Path, log=print) -> tuple[Path, dict]:
+    """The most recently written checkpoint in `folder` that loads (a damaged newest one is skipped)."""
+    if not folder.is_dir():
+        raise DcganError(f"no checkpoints folder in {folder.parent}")
+    for leftover in folder.glob(".*.tmp"):  # a save that was killed half-way
+        leftover.unlink()
+    files = sorted((p for p in folder.glob("*.pt") if not p.is_symlink()), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for path in files:
+        try:
+            payload = read_file(path)
+        except DcganError as error:
+            log(f"skipping unreadable checkpoint: {error}")
+            continue
+        if isinstance(payload, dict) and payload.get("format") == FORMAT:
+            return path, payload
+    raise DcganError(f"no loadable checkpoint in {folder}")
+
+
+def model_fields(payload: dict) -> dict:
+    return dict(payload["model"])
+
+
+def capture_rng(generators: dict) -> dict:
+    """Every random state: python, numpy, torch CPU (and CUDA), and the given torch.Generators."""
+    import random
+
+    import numpy as np
+
+    version, keys, gauss = random.getstate()
+    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": [version, list(keys), gauss],
+        "numpy": {"keys": torch.from_numpy(np_keys.astype("int64")), "pos": int(np_pos), "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "torch": torch.get_rng_state(),
+        "generators": {name: g.get_state() for name, g in generators.items()},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict, generators: dict) -> None:
+    import random
+
+    import numpy as np
+
+    version, keys, gauss = state["python"]
+    random.setstate((version, tuple(keys), gauss))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype("uint32"), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    for name, generator in generators.items():
+        generator.set_state(state["generators"][name])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

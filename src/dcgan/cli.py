@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from . import why_detach_cli
 from .config import TrainConfig
 from .errors import DcganError
 
@@ -33,19 +34,22 @@ def _train_parser(sub) -> None:
     p.add_argument("--data", help=f"mnist, digits, fake, or a path: image folder, .zip, MNIST IDX folder, CIFAR-10 archive (default {DEFAULTS.data})")
     p.add_argument("--image-size", type=int, help="image side in pixels: 16, 32, 64, 128 or 256 (default: 32 for digit sets, 64 otherwise)")
     p.add_argument("--channels", type=int, help="1 (grayscale) or 3 (colour) (default: the data's own)")
-    p.add_argument("--epochs", type=int, help=f"passes over the data (default {DEFAULTS.epochs})")
+    p.add_argument("--resume", metavar="RUN", help="continue RUN from its newest checkpoint, with RUN's configuration")
+    p.add_argument("--epochs", type=int, help=f"passes over the data (default: the tutorial's 5, more for small sets so a run has {DEFAULTS.min_steps} steps)")
     p.add_argument("--max-steps", type=int, help="total training steps of the run; overrides --epochs")
     p.add_argument("--batch-size", type=int, help=f"images per step (default {DEFAULTS.batch_size})")
     p.add_argument("--lr", type=float, help=f"Adam learning rate (default {DEFAULTS.lr})")
     p.add_argument("--beta1", type=float, help=f"Adam beta1 (default {DEFAULTS.beta1})")
     p.add_argument("--nz", type=int, help=f"latent vector length (default {DEFAULTS.nz})")
-    p.add_argument("--ngf", type=int, help=f"generator width (default {DEFAULTS.ngf})")
-    p.add_argument("--ndf", type=int, help=f"discriminator width (default {DEFAULTS.ndf})")
+    p.add_argument("--ngf", type=int, help="generator width (default: 64, the tutorial's, from 64x64 up; 32 below)")
+    p.add_argument("--ndf", type=int, help="discriminator width (default: 64, the tutorial's, from 64x64 up; 32 below)")
     p.add_argument("--seed", type=int, help=f"seed for weights, data order and noise (default {DEFAULTS.seed})")
     p.add_argument("--out", help="run folder (default runs/<data>-<timestamp>); must be new or empty")
     p.add_argument("--cache-dir", help="decoded-image cache folder (default $DCGAN_CACHE or ~/.cache/dcgan)")
     p.add_argument("--log-every", type=int, help=f"steps between progress updates and stats.jsonl writes (default {DEFAULTS.log_every})")
-    p.add_argument("--keep", type=int, help=f"epoch checkpoints kept besides final.pt (default {DEFAULTS.keep})")
+    p.add_argument("--checkpoint-every", type=int, metavar="N", help="also save a checkpoint every N steps (default: at each epoch end only)")
+    p.add_argument("--keep", type=int, help=f"periodic checkpoints kept besides final.pt (default {DEFAULTS.keep})")
+    p.add_argument("--max-retries", type=int, help=f"rollbacks to the last good checkpoint after a divergence (default {DEFAULTS.max_retries})")
     p.add_argument("--init-g", help="start G from a checkpoint or a tutorial-layout netG .pth")
     p.add_argument("--init-d", help="start D from a checkpoint or a tutorial-layout netD .pth")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
@@ -75,24 +79,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _train_parser(sub)
     _sample_parser(sub)
+    why_detach_cli.add_parser(sub)
     return parser
 
 
 _TRAIN_FIELDS = (
     "data", "image_size", "channels", "epochs", "max_steps", "batch_size", "lr", "beta1", "nz", "ngf", "ndf",
-    "seed", "out", "cache_dir", "log_every", "keep", "init_g", "init_d", "progress",
+    "seed", "out", "cache_dir", "log_every", "checkpoint_every", "keep", "max_retries", "init_g", "init_d", "progress",
 )  # fmt: skip
 
 
-def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
-    given = {name: getattr(args, name) for name in _TRAIN_FIELDS if getattr(args, name) is not None}
-    return TrainConfig(**given)
+def given_train_options(args: argparse.Namespace) -> dict:
+    return {name: getattr(args, name) for name in _TRAIN_FIELDS if getattr(args, name) is not None}
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import Trainer
+    from .train import Trainer, TrainingInterrupted
 
-    Trainer(train_config_from_args(args)).fit()
+    try:
+        if args.resume:
+            trainer = Trainer.resume(Path(args.resume), **given_train_options(args))
+        else:
+            trainer = Trainer(TrainConfig(**given_train_options(args)))
+        trainer.fit()
+    except TrainingInterrupted as stop:
+        print(f"dcgan: {stop}", file=sys.stderr)
+        return stop.exit_status
     return 0
 
 
@@ -110,7 +122,7 @@ def _sample(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": _train, "sample": _sample}[args.command](args)
+        return {"train": _train, "sample": _sample, "why-detach": why_detach_cli.run}[args.command](args)
     except DcganError as error:
         print(f"dcgan: error: {error}", file=sys.stderr)
         return 2

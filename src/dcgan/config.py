@@ -57,11 +57,12 @@ class TrainConfig:
     cache_dir: Optional[str] = None  # decoded-image cache folder; None: $DCGAN_CACHE or ~/.cache/dcgan
     # model
     nz: int = 100  # latent vector length
-    ngf: int = 64  # generator width
-    ndf: int = 64  # discriminator width
+    ngf: Optional[int] = None  # generator width; None: 64 (the tutorial's) from 64x64 up, 32 below
+    ndf: Optional[int] = None  # discriminator width; None: 64 (the tutorial's) from 64x64 up, 32 below
     # optimisation
     batch_size: int = 128  # images per training step
-    epochs: int = 12  # passes over the data; 12 x 5,000 embedded digits is about 4 minutes on 2 CPU cores
+    epochs: Optional[int] = None  # passes over the data; None: the tutorial's 5, more for small sets (see min_steps)
+    min_steps: int = 1400  # with epochs None: add epochs until the run has this many steps (36 for the 5,000 digits)
     max_steps: Optional[int] = None  # when set, the run's total number of steps; it overrides epochs
     lr: float = 2e-4  # Adam learning rate for both networks
     beta1: float = 0.5  # Adam beta1 (the tutorial lowers it from 0.9 for stability)
@@ -76,31 +77,36 @@ class TrainConfig:
     out: Optional[str] = None  # run folder; None: runs/<data>-<timestamp>
     n_fixed: int = 64  # fixed noise vectors drawn once, rendered as the progress grid
     log_every: int = 10  # steps between host reads of the figures (stats.jsonl rows and progress bar)
-    keep: int = 3  # epoch checkpoints kept besides the final one
+    checkpoint_every: Optional[int] = None  # steps between checkpoints, besides one at each epoch end
+    keep: int = 3  # periodic checkpoints kept besides final.pt
     progress: bool = True  # show a progress bar on the console
+    # divergence guard: roll back to the last good checkpoint and retry with a new data order
+    max_retries: int = 3  # rollbacks allowed before the run stops
+    collapse_threshold: float = 1e-4  # D(G(z)) below this counts as a collapsed discriminator step
+    collapse_steps: int = 500  # that many collapsed steps in a row count as divergence; 0 disables
 
     def __post_init__(self) -> None:
         if self.image_size is not None:
             check_image_size(self.image_size)
         if self.channels is not None:
             check_channels(self.channels)
-        positive = ("nz", "ngf", "ndf", "batch_size", "epochs", "n_fixed", "log_every")
+        positive = ("nz", "ngf", "ndf", "batch_size", "epochs", "max_steps", "n_fixed", "log_every", "checkpoint_every")
         for name in positive:
-            if getattr(self, name) < 1:
-                raise DcganError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise DcganError(f"max_steps must be at least 1, not {self.max_steps}")
-        if self.keep < 0:
-            raise DcganError(f"keep must be 0 or more, not {self.keep}")
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise DcganError(f"{name} must be at least 1, not {value}")
+        for name in ("keep", "max_retries", "collapse_steps", "min_steps"):
+            if getattr(self, name) < 0:
+                raise DcganError(f"{name} must be 0 or more, not {getattr(self, name)}")
         if not self.lr > 0:
             raise DcganError(f"lr must be positive, not {self.lr}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise DcganError("Adam betas must lie in [0, 1)")
 
     def model(self) -> ModelConfig:
-        """The architecture; call after image_size and channels are resolved."""
-        if self.image_size is None or self.channels is None:
-            raise ValueError("resolve image_size and channels before building the model")
+        """The architecture; call after image_size, channels and the widths are resolved."""
+        if None in (self.image_size, self.channels, self.ngf, self.ndf):
+            raise ValueError("resolve image_size, channels, ngf and ndf before building the model")
         return ModelConfig(self.image_size, self.channels, self.nz, self.ngf, self.ndf)
 
     def replace(self, **changes: Any) -> "TrainConfig":

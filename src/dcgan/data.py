@@ -185,12 +185,13 @@ class Batches:
         full, rest = divmod(len(self.images), self.batch_size)
         return full if self.drop_last or rest == 0 else full + 1
 
-    def order(self, epoch: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+    def order(self, epoch: int, variant: int = 0) -> torch.Tensor:
+        """A permutation of the images; `variant` > 0 gives other orders (retries after a divergence)."""
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 1_009 + variant)
         return torch.randperm(len(self.images), generator=generator)
 
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[torch.Tensor]:
+    def epoch(self, epoch: int, start: int = 0, variant: int = 0) -> Iterator[torch.Tensor]:
         """The batches of `epoch` (1-based), from batch index `start` on."""
-        order = self.order(epoch).numpy()
+        order = self.order(epoch, variant).numpy()
         for index in range(start, len(self)):
             yield to_tensor(self.images[order[index * self.batch_size : (index + 1) * self.batch_size]])

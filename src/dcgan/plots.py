@@ -43,6 +43,15 @@ def save_animation(grids: Sequence[np.ndarray], path: Path, ms_per_frame: int = 
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=ms_per_frame, loop=0)
 
 
+def load_grids(folder: Path) -> list[np.ndarray]:
+    """The saved grids of a run in order (epoch_0001.png, ..., then a closing step_*.png)."""
+    grids = []
+    for path in sorted(Path(folder).glob("*.png")):
+        array = np.asarray(Image.open(path))
+        grids.append(array[..., None] if array.ndim == 2 else array)
+    return grids
+
+
 def _pyplot():
     import matplotlib
 

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .checkpoint import load_network_weights, load_weights
+from .checkpoint import load_network_weights, load_weights, network_state, newest_good
 from .data import to_uint8
 from .errors import DcganError
 from .models import Generator
@@ -38,26 +38,18 @@ def generate(generator: Generator, z: torch.Tensor, batch_size: int = 256) -> np
     return np.concatenate(chunks)
 
 
-def newest_checkpoint(run: Path) -> Path:
-    folder = Path(run) / "checkpoints"
-    if not Path(run).is_dir():
-        raise DcganError(f"run folder not found: {run}")
-    final = folder / "final.pt"
-    if final.is_file():
-        return final
-    candidates = sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
-    if not candidates:
-        raise DcganError(f"no checkpoints in {folder}")
-    return candidates[-1]
-
-
 def load_generator(run: Optional[Path] = None, checkpoint: Optional[Path] = None) -> Generator:
-    """A generator from a run's newest checkpoint, a given checkpoint, or a tutorial netG .pth."""
-    if checkpoint is None:
-        if run is None:
-            raise DcganError("give --run RUN or --checkpoint FILE")
-        checkpoint = newest_checkpoint(Path(run))
-    state_dict, model_config = load_network_weights(Path(checkpoint), "generator")
+    """A generator from a given checkpoint or tutorial netG .pth, else from a run's newest checkpoint."""
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint)
+        state_dict, model_config = load_network_weights(checkpoint, "generator")
+    elif run is not None:
+        if not Path(run).is_dir():
+            raise DcganError(f"run folder not found: {run}")
+        checkpoint, payload = newest_good(Path(run) / "checkpoints")
+        state_dict, model_config = network_state(payload, "generator", checkpoint)
+    else:
+        raise DcganError("give --run RUN or --checkpoint FILE")
     generator = Generator(model_config)
     load_weights(generator, state_dict, f"generator weights in {checkpoint}")
     return generator.eval()

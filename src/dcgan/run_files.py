@@ -1,0 +1,87 @@
+"""The run folder's plain files: where it goes, proving it writable, config.json and stats.jsonl."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+from .config import TrainConfig
+from .errors import DcganError
+
+
+def default_run_dir(data_name: str, runs_root: Path = Path("runs"), now: Optional[datetime] = None) -> Path:
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    candidate, n = runs_root / f"{data_name}-{stamp}", 1
+    while candidate.exists():
+        n += 1
+        candidate = runs_root / f"{data_name}-{stamp}-{n}"
+    return candidate
+
+
+def prepare_run_dir(path: Path) -> bool:
+    """Create the run folder and prove it writable. Returns whether it was created here."""
+    if path.exists() and not path.is_dir():
+        raise DcganError(f"output path {path} exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()):
+        raise DcganError(
+            f"output folder {path} is not empty; choose a new --out so nothing saved there is overwritten "
+            f"(or continue it: dcgan train --resume {path})"
+        )
+    created = not path.exists()
+    probe = path / ".write-test"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise DcganError(f"cannot write to output folder {path}: {error.strerror or error}") from None
+    return created
+
+
+def read_config(run_dir: Path) -> TrainConfig:
+    path = Path(run_dir) / "config.json"
+    if not Path(run_dir).is_dir():
+        raise DcganError(f"run folder not found: {run_dir}")
+    try:
+        values = json.loads(path.read_text())
+    except OSError:
+        raise DcganError(f"{run_dir} is not a run folder (no config.json)") from None
+    except ValueError as error:
+        raise DcganError(f"{path} is not valid JSON: {error}") from None
+    return TrainConfig.from_dict(values)
+
+
+def replace_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class StatsLog:
+    """stats.jsonl: one JSON object per training step, appended in blocks."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def append(self, rows: list[dict]) -> None:
+        with open(self.path, "a") as f:
+            f.write("".join(json.dumps(row) + "\n" for row in rows))
+
+    def rows(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        rows = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                break  # a line cut short by a kill: everything after it is redone on resume
+        return rows
+
+    def truncate(self, step: int) -> None:
+        """Keep the rows up to `step`: the steps after a checkpoint are logged again when redone."""
+        if self.path.exists():
+            replace_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.rows() if r["step"] <= step))
