@@ -37,6 +37,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its newest checkpoint, with RUN's configuration")
     p.add_argument("--epochs", type=int, help=f"passes over the data (default: the tutorial's 5, more for small sets so a run has {DEFAULTS.min_steps} steps)")
     p.add_argument("--max-steps", type=int, help="total training steps of the run; overrides --epochs")
+    p.add_argument("--min-steps", type=int, help=f"without --epochs: add epochs to the tutorial's 5 until the run has this many steps (default {DEFAULTS.min_steps})")
     p.add_argument("--batch-size", type=int, help=f"images per step (default {DEFAULTS.batch_size})")
     p.add_argument("--lr", type=float, help=f"Adam learning rate (default {DEFAULTS.lr})")
     p.add_argument("--beta1", type=float, help=f"Adam beta1 (default {DEFAULTS.beta1})")
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _TRAIN_FIELDS = (
-    "data", "image_size", "channels", "epochs", "max_steps", "batch_size", "lr", "beta1", "nz", "ngf", "ndf",
+    "data", "image_size", "channels", "epochs", "max_steps", "min_steps", "batch_size", "lr", "beta1", "nz", "ngf", "ndf",
     "seed", "out", "cache_dir", "log_every", "checkpoint_every", "keep", "max_retries", "init_g", "init_d", "progress",
 )  # fmt: skip
 

@@ -62,7 +62,7 @@ class TrainConfig:
     # optimisation
     batch_size: int = 128  # images per training step
     epochs: Optional[int] = None  # passes over the data; None: the tutorial's 5, more for small sets (see min_steps)
-    min_steps: int = 1400  # with epochs None: add epochs until the run has this many steps (36 for the 5,000 digits)
+    min_steps: int = 1200  # with epochs None: add epochs until the run has this many steps (31 for the 5,000 digits)
     max_steps: Optional[int] = None  # when set, the run's total number of steps; it overrides epochs
     lr: float = 2e-4  # Adam learning rate for both networks
     beta1: float = 0.5  # Adam beta1 (the tutorial lowers it from 0.9 for stability)
