@@ -122,3 +122,23 @@ def test_weights_for_another_size_are_refused_with_one_line():
     big = Generator(ModelConfig(image_size=64, channels=3))
     with pytest.raises(DcganError, match="does not fit this model"):
         load_weights(big, small.state_dict(), "netG")
+
+
+def test_tutorial_netg_samples_and_warm_starts_through_the_cli(tmp_path, capsys):
+    from dcgan.cli import main
+    from dcgan.checkpoint import read_file
+
+    torch.manual_seed(2)
+    netG, netD = TutorialGenerator(nz=100, ngf=8), TutorialDiscriminator(ndf=8)  # the tutorial's layout, narrow
+    torch.save(netG.state_dict(), tmp_path / "netG.pth")
+    torch.save(netD.state_dict(), tmp_path / "netD.pth")
+    assert main(["sample", "--checkpoint", str(tmp_path / "netG.pth"), "--n", "4", "--out", str(tmp_path / "s.npz")]) == 0
+    import numpy as np
+
+    assert np.load(tmp_path / "s.npz")["images"].shape == (4, 64, 64, 3)
+    argv = ["train", "--data", "fake", "--image-size", "64", "--ngf", "8", "--ndf", "8", "--batch-size", "64", "--max-steps", "1",
+            "--no-progress", "--init-g", str(tmp_path / "netG.pth"), "--init-d", str(tmp_path / "netD.pth"), "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 0
+    assert "generator initialised from" in capsys.readouterr().out
+    trained = read_file(tmp_path / "run" / "checkpoints" / "step_00000000.pt")["generator"]  # saved before the first step
+    assert all(torch.equal(trained[k], v) for k, v in netG.state_dict().items())

@@ -303,3 +303,15 @@ def test_a_collapsed_discriminator_counts_as_divergence(tmp_path):
     config = TrainConfig(**{**TINY, "out": str(tmp_path / "run"), "max_steps": 20, "collapse_threshold": 1.5, "collapse_steps": 3, "max_retries": 1})
     with pytest.raises(DcganError, match=r"D\(G\(z\)\) below 1.5 for 3 steps"):
         Trainer(config, **QUIET).fit()
+
+
+def test_a_run_on_a_relative_folder_resumes_from_another_directory(tmp_path, monkeypatch):
+    from conftest import random_images, write_png_folder
+
+    write_png_folder(tmp_path / "project" / "photos", random_images(40, 20, 20, 3))
+    monkeypatch.chdir(tmp_path / "project")
+    config = TrainConfig(**{**TINY, "data": "photos", "batch_size": 8, "out": "run", "max_steps": 3})
+    Trainer(config, **QUIET).fit()
+    monkeypatch.chdir(tmp_path)
+    Trainer.resume(Path("project/run"), max_steps=6, **QUIET).fit()
+    assert [r["step"] for r in _rows(tmp_path / "project" / "run")] == list(range(1, 7))
