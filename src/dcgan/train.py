@@ -40,7 +40,7 @@ from .models import build_models, count_parameters
 from .plots import load_grids, save_animation, save_grid, save_loss_plot, save_real_vs_fake
 from .run_files import StatsLog, default_run_dir, prepare_run_dir, read_config
 from .sample import generate
-from .sources import Source, resolve_source
+from .sources import BUILTIN_SOURCES, Source, resolve_source
 from .step import FIGURE_NAMES, GanState, train_step
 
 TUTORIAL_EPOCHS = 5
@@ -63,7 +63,11 @@ def resolve_config(config: TrainConfig, source: Source) -> TrainConfig:
     """Fill every None default from the data source."""
     size = config.image_size or source.size
     width = 64 if size >= 64 else 32  # the tutorial's 64 at its 64x64; half that below trains 3x faster
-    return config.replace(image_size=size, channels=config.channels or source.channels, ngf=config.ngf or width, ndf=config.ndf or width)
+    # a path is stored absolute, so `--resume` works from any working directory
+    data = config.data if source.kind in BUILTIN_SOURCES else str(Path(config.data).expanduser().resolve())
+    return config.replace(
+        data=data, image_size=size, channels=config.channels or source.channels, ngf=config.ngf or width, ndf=config.ndf or width
+    )
 
 
 class Trainer:
