@@ -3,7 +3,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from dcgan.classifier import predict, train_classifier
 from dcgan.evaluate import score_images
@@ -95,3 +94,28 @@ def test_stacked_real_digits_cover_many_modes(classifier_and_held_out):
     assert stats["modes"] > 900 and stats["kl_uniform"] < 0.6
     one_mode = np.repeat(stacked[:1], 200, axis=0)
     assert score_images(one_mode, "stacked", model)["modes"] == 1
+
+
+def test_eval_command_scores_a_run_and_appends_a_row(tmp_path, capsys):
+    import json
+    import os
+    from pathlib import Path
+
+    from dcgan.checkpoint import save_atomic
+    from dcgan.classifier import CLASSIFIER_VERSION
+    from dcgan.cli import main
+
+    images, labels = load_mnist_digits()
+    quick = train_classifier(images[:300], labels[:300], epochs=1)  # stands in for the cached one: wiring, not accuracy
+    cache = Path(os.environ["DCGAN_CACHE"])
+    cache.mkdir(parents=True, exist_ok=True)
+    save_atomic(quick.state_dict(), cache / f"digit-classifier-v{CLASSIFIER_VERSION}.pt")
+    run = tmp_path / "run"
+    argv = ["train", "--data", "digits", "--image-size", "16", "--nz", "8", "--ngf", "4", "--ndf", "4", "--batch-size", "64",
+            "--max-steps", "2", "--no-progress", "--out", str(run)]  # fmt: skip
+    assert main(argv) == 0
+    assert main(["eval", "--run", str(run), "--n", "40"]) == 0
+    assert "classes_present" in capsys.readouterr().out
+    row = json.loads((run / "eval.jsonl").read_text().splitlines()[-1])
+    assert row["n"] == 40 and sum(row["class_histogram"]) == 40 and 0 <= row["confident"] <= 1
+    assert main(["eval", "--run", str(tmp_path / "nope")]) == 2

@@ -21,8 +21,8 @@ from dcgan.errors import DcganError
 from dcgan.train import Trainer
 
 # fake data: 512 images, batch 32 -> 16 steps an epoch
-TINY = dict(data="fake", image_size=16, nz=8, ngf=4, ndf=4, batch_size=32, n_fixed=8, log_every=2, progress=False)
-CLI_TINY = ["--data", "fake", "--image-size", "16", "--nz", "8", "--ngf", "4", "--ndf", "4", "--batch-size", "32", "--no-progress"]
+TINY = dict(data="fake", image_size=16, nz=8, ngf=4, ndf=4, batch_size=32, n_fixed=8, log_every=2, progress=False, device="cpu")
+CLI_TINY = ["--data", "fake", "--image-size", "16", "--nz", "8", "--ngf", "4", "--ndf", "4", "--batch-size", "32", "--no-progress", "--device", "cpu"]
 QUIET = dict(log=lambda message: None)
 
 

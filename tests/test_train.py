@@ -10,7 +10,7 @@ from dcgan.config import TrainConfig
 from dcgan.errors import DcganError
 from dcgan.train import Trainer
 
-TINY = dict(data="fake", image_size=16, nz=8, ngf=4, ndf=4, batch_size=32, n_fixed=16, log_every=3, progress=False)
+TINY = dict(data="fake", image_size=16, nz=8, ngf=4, ndf=4, batch_size=32, n_fixed=16, log_every=3, progress=False, device="cpu")
 
 
 def _train(tmp_path, name="run", **changes):

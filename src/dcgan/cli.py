@@ -38,7 +38,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--epochs", type=int, help=f"passes over the data (default: the tutorial's 5, more for small sets so a run has {DEFAULTS.min_steps} steps)")
     p.add_argument("--max-steps", type=int, help="total training steps of the run; overrides --epochs")
     p.add_argument("--min-steps", type=int, help=f"without --epochs: add epochs to the tutorial's 5 until the run has this many steps (default {DEFAULTS.min_steps})")
-    p.add_argument("--batch-size", type=int, help=f"images per step (default {DEFAULTS.batch_size})")
+    p.add_argument("--batch-size", type=int, help=f"images per step; under torchrun, per process (default {DEFAULTS.batch_size})")
     p.add_argument("--lr", type=float, help=f"Adam learning rate (default {DEFAULTS.lr})")
     p.add_argument("--beta1", type=float, help=f"Adam beta1 (default {DEFAULTS.beta1})")
     p.add_argument("--nz", type=int, help=f"latent vector length (default {DEFAULTS.nz})")
@@ -54,6 +54,25 @@ def _train_parser(sub) -> None:
     p.add_argument("--init-g", help="start G from a checkpoint or a tutorial-layout netG .pth")
     p.add_argument("--init-d", help="start D from a checkpoint or a tutorial-layout netD .pth")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: this process's GPU when CUDA is available, else the CPU)")
+    p.add_argument("--sync-bn", action="store_true", default=None, help="with several processes (torchrun): BatchNorm statistics over the global batch")
+    p.add_argument("--dist-timeout", type=float, metavar="SECONDS", help=f"with several processes: how long one waits for the others before the job stops (default {DEFAULTS.dist_timeout:g})")
+    p.add_argument("--tensorboard", action="store_true", default=None, help="also log figures, sample grids and weight histograms to RUN/tb/ (needs tensorboard)")
+    p.add_argument("--config", metavar="FILE", help="a TOML file of options (keys: the option names, or TrainConfig fields); flags given here override it")
+    p.add_argument("--print-config", nargs="?", const="toml", choices=("toml", "json"), help="print the resolved configuration (default TOML, loadable by --config) and exit")
+
+
+def _eval_parser(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="score a run's samples offline with the digit classifier",
+        description="Score a run's newest generator: digit class coverage and confidence (grayscale digit runs), "
+        "or modes out of 1000 and KL to uniform (stacked-mnist runs). Appends to RUN/eval.jsonl.",
+        epilog="example: dcgan eval --run runs/mnist-20261130-120000 --n 10000",
+    )
+    p.add_argument("--run", required=True, help="run folder")
+    p.add_argument("--n", type=int, help="samples to score (default 10,000; 26,000 for stacked-mnist, the papers' protocol)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
 
 
 def _sample_parser(sub) -> None:
@@ -64,11 +83,44 @@ def _sample_parser(sub) -> None:
         epilog="example: dcgan sample --run runs/mnist-20261130-120000 --n 64 --out grid.png",
     )
     p.add_argument("--run", help="run folder (its checkpoints/final.pt, else the newest checkpoint)")
-    p.add_argument("--checkpoint", help="a checkpoint file, or a weights-only netG .pth from the PyTorch tutorial")
+    p.add_argument("--checkpoint", help="a checkpoint file, or a weights-only netG .pth from the PyTorch tutorial, or a dcgan export .safetensors")
     p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
     p.add_argument("--out", required=True, help="a .png (one grid), a .npz (uint8 array), or a folder (one PNG each)")
     p.add_argument("--format", choices=("png", "npz"), help="png or npz (default: from --out)")
     p.add_argument("--seed", type=int, default=0, help="noise seed; the same seed gives the same images (default 0)")
+    p.add_argument(
+        "--interpolate", type=int, metavar="K",
+        help="instead: --n rows of K images walking (slerp) from the latent of seed+i to seed+i+1; --out FILE.png, plus FILE.gif",
+    )  # fmt: skip
+
+
+def _export_parser(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write the generator alone as ONNX, TorchScript or safetensors",
+        description=(
+            "Export a trained generator (eval mode: BatchNorm's running statistics) for use without this package. "
+            "It maps z (B, nz, 1, 1) to images (B, C, S, S) in [-1, 1]."
+        ),
+        epilog="example: dcgan export --run runs/mnist-20261130-120000 --format onnx --out generator.onnx",
+    )
+    p.add_argument("--run", help="run folder (its newest checkpoint)")
+    p.add_argument("--checkpoint", help="a checkpoint file, or a weights-only netG .pth from the PyTorch tutorial")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"), help="onnx (needs onnx, onnxscript), torchscript, or safetensors (needs safetensors)")
+    p.add_argument("--out", required=True, help="the file to write")
+
+
+def _report_parser(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write RUN/report.html, one self-contained page about a run",
+        description=(
+            "Write RUN/report.html: configuration, timing, loss plot, the fixed-noise grid of each epoch (slider), "
+            "real vs fake and any evaluation metrics, in one file that works offline."
+        ),
+        epilog="example: dcgan report runs/mnist-20261130-120000",
+    )
+    p.add_argument("run", metavar="RUN", help="the run folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _train_parser(sub)
     _sample_parser(sub)
+    _eval_parser(sub)
+    _export_parser(sub)
+    _report_parser(sub)
     why_detach_cli.add_parser(sub)
     return parser
 
@@ -87,24 +142,47 @@ def build_parser() -> argparse.ArgumentParser:
 _TRAIN_FIELDS = (
     "data", "image_size", "channels", "epochs", "max_steps", "min_steps", "batch_size", "lr", "beta1", "nz", "ngf", "ndf",
     "seed", "out", "cache_dir", "log_every", "checkpoint_every", "keep", "max_retries", "init_g", "init_d", "progress",
+    "tensorboard", "device", "sync_bn", "dist_timeout",
 )  # fmt: skip
 
 
 def given_train_options(args: argparse.Namespace) -> dict:
+    """Only the flags that were given, so that defaults never hide the values of a --config file."""
     return {name: getattr(args, name) for name in _TRAIN_FIELDS if getattr(args, name) is not None}
 
 
+def train_options(args: argparse.Namespace) -> dict:
+    """The --config file's values, overridden by the flags given."""
+    from .config_file import load_config_file
+
+    from_file = load_config_file(Path(args.config)) if args.config else {}
+    return {**from_file, **given_train_options(args)}
+
+
 def _train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .train import Trainer, TrainingInterrupted
 
-    try:
+    options = train_options(args)
+    if args.print_config:
+        from .config_file import format_config
+
         if args.resume:
-            trainer = Trainer.resume(Path(args.resume), **given_train_options(args))
-        else:
-            trainer = Trainer(TrainConfig(**given_train_options(args)))
-        trainer.fit()
+            raise DcganError(f"--print-config shows a new run's configuration; a resumed run's is {Path(args.resume) / 'config.json'}")
+        print(format_config(TrainConfig(**options), args.print_config))
+        return 0
+    processes = distributed.Processes(rank=0, world_size=1, local_rank=0)
+    try:
+        # under torchrun: join the job's other processes (nothing happens for a single process)
+        with distributed.process_group(options.get("dist_timeout", DEFAULTS.dist_timeout)) as processes:
+            if args.resume:
+                trainer = Trainer.resume(Path(args.resume), **options)
+            else:
+                trainer = Trainer(TrainConfig(**options))
+            trainer.fit()
     except TrainingInterrupted as stop:
-        print(f"dcgan: {stop}", file=sys.stderr)
+        if processes.is_main:  # every rank stopped at the same step; one says so
+            print(f"dcgan: {stop}", file=sys.stderr)
         return stop.exit_status
     return 0
 
@@ -115,15 +193,54 @@ def _sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise DcganError(f"--n must be at least 1, not {args.n}")
     generator = load_generator(Path(args.run) if args.run else None, Path(args.checkpoint) if args.checkpoint else None)
+    if args.interpolate is not None:
+        from .sample import interpolation_latents, save_interpolation
+
+        if args.interpolate < 2:
+            raise DcganError(f"--interpolate needs at least 2 steps (the two ends), not {args.interpolate}")
+        if args.format == "npz":
+            raise DcganError("--interpolate writes a .png grid and a .gif; --format npz does not apply")
+        z = interpolation_latents(args.n, args.interpolate, generator.config.nz, args.seed)
+        print(save_interpolation(generate(generator, z), args.interpolate, Path(args.out)))
+        return 0
     images = generate(generator, latent(args.n, generator.config.nz, args.seed))
     print(save_samples(images, Path(args.out), args.format))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_generator
+    from .sample import load_generator
+
+    generator = load_generator(Path(args.run) if args.run else None, Path(args.checkpoint) if args.checkpoint else None)
+    print(export_generator(generator, args.format, Path(args.out)))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(f"report written to {write_report(Path(args.run))}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_run
+    from .metrics import summary_line
+
+    if args.n is not None and args.n < 2:
+        raise DcganError(f"--n must be at least 2, not {args.n}")
+    result = evaluate_run(Path(args.run), args.n, args.seed)
+    print(summary_line(result))
+    print(f"appended to {Path(args.run) / 'eval.jsonl'}")
     return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": _train, "sample": _sample, "why-detach": why_detach_cli.run}[args.command](args)
+        handlers = {"train": _train, "sample": _sample, "eval": _eval, "export": _export, "report": _report, "why-detach": why_detach_cli.run}
+        return handlers[args.command](args)
     except DcganError as error:
         print(f"dcgan: error: {error}", file=sys.stderr)
         return 2

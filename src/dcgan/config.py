@@ -80,10 +80,15 @@ class TrainConfig:
     checkpoint_every: Optional[int] = None  # steps between checkpoints, besides one at each epoch end
     keep: int = 3  # periodic checkpoints kept besides final.pt
     progress: bool = True  # show a progress bar on the console
+    tensorboard: bool = False  # also write figures, fixed-noise grids and weight histograms to RUN/tb/ (needs tensorboard)
     # divergence guard: roll back to the last good checkpoint and retry with a new data order
     max_retries: int = 3  # rollbacks allowed before the run stops
     collapse_threshold: float = 1e-4  # D(G(z)) below this counts as a collapsed discriminator step
     collapse_steps: int = 500  # that many collapsed steps in a row count as divergence; 0 disables
+    # devices and several processes (torchrun); batch_size is then each process's share of a step
+    device: Optional[str] = None  # cpu, cuda or cuda:N; None: this process's GPU (cuda:LOCAL_RANK) if CUDA is there, else cpu
+    sync_bn: bool = False  # with several processes: BatchNorm statistics over the global batch, not each process's share
+    dist_timeout: float = 600.0  # seconds a process waits for the others in a collective before the job stops
 
     def __post_init__(self) -> None:
         if self.image_size is not None:
@@ -100,6 +105,8 @@ class TrainConfig:
                 raise DcganError(f"{name} must be 0 or more, not {getattr(self, name)}")
         if not self.lr > 0:
             raise DcganError(f"lr must be positive, not {self.lr}")
+        if not self.dist_timeout > 0:
+            raise DcganError(f"dist_timeout must be a positive number of seconds, not {self.dist_timeout}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise DcganError("Adam betas must lie in [0, 1)")
 

@@ -174,15 +174,37 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 class Batches:
-    """Shuffled batches of an ImageSet; epoch e's order depends only on (seed, e)."""
+    """Shuffled batches of an ImageSet; epoch e's order depends only on (seed, e).
 
-    def __init__(self, images: np.ndarray, batch_size: int, seed: int, drop_last: bool = True):
-        if batch_size > len(images):
-            raise DcganError(f"batch size {batch_size} is larger than the data set ({len(images)} images)")
+    With several processes `batch_size` is each one's: a step takes the next global batch of
+    batch_size * world_size images from the epoch's permutation, and rank r keeps every
+    world_size-th of them from position r. DistributedSampler with set_epoch(e) shards an epoch the
+    same way (rank r gets order[r::W], batched by B), so the ranks see disjoint shares of each global
+    batch and a new shuffle each epoch. Sharding this one permutation rather than using a sampler keeps
+    the order a function of (seed, epoch, variant), hence exact resume, and a W-process run sees step
+    by step the very images of a single-process run with batch B*W.
+    """
+
+    def __init__(
+        self, images: np.ndarray, batch_size: int, seed: int, drop_last: bool = True, rank: int = 0, world_size: int = 1
+    ):
+        if batch_size * world_size > len(images):
+            if world_size == 1:
+                raise DcganError(f"batch size {batch_size} is larger than the data set ({len(images)} images)")
+            raise DcganError(
+                f"the global batch ({world_size} processes x batch size {batch_size}) "
+                f"is larger than the data set ({len(images)} images)"
+            )
         self.images, self.batch_size, self.seed, self.drop_last = images, batch_size, seed, drop_last
+        self.rank, self.world_size = rank, world_size
+
+    @property
+    def global_batch(self) -> int:
+        """Images one step consumes over all processes."""
+        return self.batch_size * self.world_size
 
     def __len__(self) -> int:
-        full, rest = divmod(len(self.images), self.batch_size)
+        full, rest = divmod(len(self.images), self.global_batch)
         return full if self.drop_last or rest == 0 else full + 1
 
     def order(self, epoch: int, variant: int = 0) -> torch.Tensor:
@@ -191,7 +213,11 @@ class Batches:
         return torch.randperm(len(self.images), generator=generator)
 
     def epoch(self, epoch: int, start: int = 0, variant: int = 0) -> Iterator[torch.Tensor]:
-        """The batches of `epoch` (1-based), from batch index `start` on."""
+        """This rank's batches of `epoch` (1-based), from step `start` on."""
         order = self.order(epoch, variant).numpy()
+        size, ranks = self.global_batch, self.world_size
         for index in range(start, len(self)):
-            yield to_tensor(self.images[order[index * self.batch_size : (index + 1) * self.batch_size]])
+            chosen = order[index * size : (index + 1) * size]
+            if len(chosen) % ranks:  # a short last batch: pad from the epoch's start, as DistributedSampler does
+                chosen = np.concatenate([chosen, order[: ranks - len(chosen) % ranks]])
+            yield to_tensor(self.images[chosen[self.rank :: ranks]])

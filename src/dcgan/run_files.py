@@ -41,17 +41,21 @@ def prepare_run_dir(path: Path) -> bool:
     return created
 
 
-def read_config(run_dir: Path) -> TrainConfig:
+def read_config_values(run_dir: Path) -> dict:
+    """RUN/config.json as a dict, or one clear DcganError."""
     path = Path(run_dir) / "config.json"
     if not Path(run_dir).is_dir():
         raise DcganError(f"run folder not found: {run_dir}")
     try:
-        values = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except OSError:
         raise DcganError(f"{run_dir} is not a run folder (no config.json)") from None
     except ValueError as error:
         raise DcganError(f"{path} is not valid JSON: {error}") from None
-    return TrainConfig.from_dict(values)
+
+
+def read_config(run_dir: Path) -> TrainConfig:
+    return TrainConfig.from_dict(read_config_values(run_dir))
 
 
 def replace_atomic(path: Path, text: str) -> None:

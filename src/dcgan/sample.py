@@ -3,6 +3,9 @@
 Images are generated with BatchNorm in eval mode (running statistics), so each image depends only
 on its own z: the same seed gives the same images whatever the batch size, and sampling never
 changes the generator. z comes from a torch.Generator seeded with `seed`.
+
+Interpolation walks the latent space along great circles (slerp) between latents drawn with
+consecutive seeds, so its endpoints are exactly the images `dcgan sample --n 1 --seed S` draws.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from .checkpoint import load_network_weights, load_weights, network_state, newes
 from .data import to_uint8
 from .errors import DcganError
 from .models import Generator
-from .plots import save_grid, to_pil
+from .plots import save_animation, save_grid, to_pil
+
+GIF_MIN_SIDE = 128  # interpolation GIF frames are enlarged (nearest neighbour) to at least this many pixels
+GIF_MS_PER_FRAME = 80  # interpolation GIF frame duration in milliseconds
 
 
 def latent(n: int, nz: int, seed: int) -> torch.Tensor:
@@ -39,9 +45,13 @@ def generate(generator: Generator, z: torch.Tensor, batch_size: int = 256) -> np
 
 
 def load_generator(run: Optional[Path] = None, checkpoint: Optional[Path] = None) -> Generator:
-    """A generator from a given checkpoint or tutorial netG .pth, else from a run's newest checkpoint."""
+    """A generator from a given checkpoint, tutorial netG .pth or .safetensors export, else from a run's newest checkpoint."""
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
+        if checkpoint.suffix.lower() == ".safetensors":  # written by `dcgan export`
+            from .export import load_safetensors_generator
+
+            return load_safetensors_generator(checkpoint)
         state_dict, model_config = load_network_weights(checkpoint, "generator")
     elif run is not None:
         if not Path(run).is_dir():
@@ -80,3 +90,56 @@ def save_samples(images: np.ndarray, out: Path, fmt: Optional[str] = None) -> st
         return f"{len(images)} PNG files in {out}/"
     except OSError as error:
         raise DcganError(f"cannot write samples to {out}: {error.strerror or error}") from None
+
+
+def slerp(start: torch.Tensor, end: torch.Tensor, t) -> torch.Tensor:
+    """Spherical interpolation from `start` (t=0) to `end` (t=1), for each t in a 1-D `t`: (K, *start.shape).
+
+    Latents drawn from N(0, I) in nz dimensions lie near the sphere of radius sqrt(nz). A straight line
+    between two of them cuts inside it (the midpoint of two orthogonal ones has 1/sqrt(2) of their
+    norm), where the generator never saw an input; the great circle keeps it: between ends of equal
+    norm every point has that norm.
+    """
+    # float64 inside: the ends then round back to exactly `start` and `end`, even where sin's
+    # vectorised and scalar paths differ in the last bit
+    a, b = start.double(), end.double()
+    t = torch.as_tensor(t, dtype=torch.float64).reshape(-1, *([1] * start.dim()))  # (K, 1, ..., 1)
+    cos_omega = torch.dot(a.flatten(), b.flatten()) / (a.norm() * b.norm())
+    omega = torch.arccos(cos_omega.clamp(-1.0, 1.0))  # the angle between the ends
+    sin_omega = torch.sin(omega)
+    if sin_omega < 1e-6:
+        # (anti)parallel ends: no unique great circle; a straight line is the limit for parallel ones
+        return ((1 - t) * a + t * b).to(start.dtype)
+    weight_start = torch.sin((1 - t) * omega) / sin_omega  # 1 at t=0, 0 at t=1
+    weight_end = torch.sin(t * omega) / sin_omega  # 0 at t=0, 1 at t=1
+    return (weight_start * a + weight_end * b).to(start.dtype)
+
+
+def interpolation_latents(rows: int, steps: int, nz: int, seed: int) -> torch.Tensor:
+    """(rows * steps, nz, 1, 1): row i walks by slerp from the latent of seed+i to that of seed+i+1.
+
+    Each end is `latent(1, nz, seed + i)`, one seed per endpoint, so a row can be redrawn alone and
+    row i ends where row i+1 starts.
+    """
+    ends = [latent(1, nz, seed + i)[0] for i in range(rows + 1)]  # each (nz, 1, 1)
+    t = torch.linspace(0, 1, steps)
+    return torch.cat([slerp(ends[i], ends[i + 1], t) for i in range(rows)])
+
+
+def save_interpolation(images: np.ndarray, steps: int, out: Path) -> str:
+    """A grid (one row per pair of seeds, `steps` columns) at `out` (.png), and the walk as a GIF beside it."""
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise DcganError(f"--interpolate writes a .png grid and a .gif beside it: give --out FILE.png, not {out}")
+    gif = out.with_suffix(".gif")
+    # the walk through every row in turn, without repeating the image a row shares with the next
+    walk = [image for index, image in enumerate(images) if index < steps or index % steps != 0]
+    scale = max(1, -(-GIF_MIN_SIDE // images.shape[1]))  # ceil: small images are enlarged to be seen
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_grid(images, out, nrow=steps)
+        save_animation([frame.repeat(scale, 0).repeat(scale, 1) for frame in walk], gif, GIF_MS_PER_FRAME)
+    except OSError as error:
+        raise DcganError(f"cannot write {out}: {error.strerror or error}") from None
+    rows = len(images) // steps
+    return f"{rows} interpolations of {steps} steps in {out}, and the walk as {len(walk)} GIF frames in {gif}"

@@ -11,15 +11,23 @@ graph and the G step would fail with "Trying to backward through the graph a sec
 
 D returns logits; `BCEWithLogitsLoss` is the tutorial's Sigmoid + BCELoss in one stable function.
 The figures are returned as one detached tensor, so the caller decides when to pay for a host read.
+
+With several processes, G and D arrive wrapped in DistributedDataParallel, whose backward passes
+all-reduce (average) the gradients over the ranks. Two places need care, both handled by `no_sync`
+(for a plain module it is a `nullcontext`, and the single-process step is the tutorial's exactly):
+D's gradient has two halves, real and fake, and must be reduced once, after both; and the G step's
+backward passes through D, whose gradient nobody uses, so reducing it would only cost time.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 FIGURE_NAMES = ("loss_d", "loss_g", "d_real", "d_fake_before", "d_fake_after")
 
@@ -39,20 +47,26 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
+def _no_sync(module: nn.Module) -> AbstractContextManager:
+    """DDP: backward passes inside accumulate gradients locally, without the all-reduce. Plain: nothing."""
+    return module.no_sync() if isinstance(module, DistributedDataParallel) else nullcontext()
+
+
 def discriminator_step(state: GanState, real: torch.Tensor, z: torch.Tensor):
     """Phase 1: update D on a real batch and a fake one. Returns (fake, figures); fake keeps G's graph."""
     D, G = state.discriminator, state.generator
     D.zero_grad(set_to_none=True)
 
-    logits_real = D(real)  # (B,)
-    loss_d_real = _bce(logits_real, state.real_label)
-    loss_d_real.backward()
+    with _no_sync(D):  # DDP: the real half only accumulates; the fake half's backward reduces both at once
+        logits_real = D(real)  # (B,)
+        loss_d_real = _bce(logits_real, state.real_label)
+        loss_d_real.backward()
 
     fake = G(z)  # (B, C, H, W); its graph is needed again in phase 2
     # detach: the D loss must not reach G, and G's graph must survive for the G step
     logits_fake = D(fake.detach())
     loss_d_fake = _bce(logits_fake, state.fake_label)
-    loss_d_fake.backward()
+    loss_d_fake.backward()  # DDP: all-reduces the accumulated real + fake gradient, averaged over the ranks
     state.optimizer_d.step()
 
     figures = torch.stack(
@@ -64,9 +78,14 @@ def discriminator_step(state: GanState, real: torch.Tensor, z: torch.Tensor):
 def generator_step(state: GanState, fake: torch.Tensor) -> torch.Tensor:
     """Phase 2: update G so the just-updated D calls the same `fake` real. Returns [loss_g, d_fake_after]."""
     state.generator.zero_grad(set_to_none=True)
-    logits_fake = state.discriminator(fake)  # no detach: gradients flow through D into G
-    loss_g = _bce(logits_fake, state.real_label)  # log D(G(z)) rather than -log(1 - D(G(z))): no early saturation
-    loss_g.backward()  # also fills D's .grad; phase 1 of the next step clears it before use
+    # DDP: no_sync keeps the D gradient this backward leaves (unused) local; G's wrapper still averages
+    # G's. The safe way to skip that all-reduce: it changes only the communication, so the step computes
+    # what the single-process step does, whereas freezing D (requires_grad_(False)) would also change
+    # which parameters DDP sees getting gradients from one backward pass to the next.
+    with _no_sync(state.discriminator):
+        logits_fake = state.discriminator(fake)  # no detach: gradients flow through D into G
+        loss_g = _bce(logits_fake, state.real_label)  # log D(G(z)) rather than -log(1 - D(G(z))): no early saturation
+        loss_g.backward()  # also fills D's .grad; phase 1 of the next step clears it before use
     state.optimizer_g.step()  # only G's parameters move
     return torch.stack([loss_g, torch.sigmoid(logits_fake).mean()]).detach()
 

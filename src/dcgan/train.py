@@ -11,12 +11,19 @@ Run folder:
     samples/epoch_0001.png fixed-noise grids (BatchNorm in eval mode), one per epoch, plus
                            step_XXXXXXXX.png when a run ends inside an epoch
     losses.png, progress.gif, real_vs_fake.png
+    tb/                    TensorBoard events, with --tensorboard (see tensorboard_log.py)
     checkpoints/           step_XXXXXXXX.pt (each epoch end and every --checkpoint-every steps;
                            the last `keep`), final.pt, and last.pt pointing at the newest
 
 Divergence guard: a non-finite figure or parameter, or D(G(z)) below `collapse_threshold` for
 `collapse_steps` steps in a row, rolls the run back to its newest checkpoint (only good states are
 ever saved) and retries with a new data order, at most `max_retries` times.
+
+Several processes (torchrun; see distributed.py): each rank trains on its share of every global
+batch; rank 0 alone prints and writes the run folder. Whatever changes the sequence of steps is
+decided on what every rank shares: figures averaged over the ranks (divergence), a vote (a stop
+signal), the checkpoint rank 0 reads for all (rollback, resume); so no rank waits in a collective
+the others skipped.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
+from . import distributed
 from .config import TrainConfig
 from .data import Batches, ImageSet, load_images
 from .errors import DcganError
@@ -42,21 +50,35 @@ from .run_files import StatsLog, default_run_dir, prepare_run_dir, read_config
 from .sample import generate
 from .sources import BUILTIN_SOURCES, Source, resolve_source
 from .step import FIGURE_NAMES, GanState, train_step
+from .tensorboard_log import TensorBoardLog, require_tensorboard
 
 TUTORIAL_EPOCHS = 5
-RESUME_OVERRIDABLE = ("epochs", "max_steps", "checkpoint_every", "keep", "progress", "log_every", "max_retries")
+RESUME_OVERRIDABLE = ("epochs", "max_steps", "checkpoint_every", "keep", "progress", "log_every", "max_retries", "tensorboard",
+                      "device", "dist_timeout")  # fmt: skip
 
 
 class TrainingInterrupted(Exception):
     """Ctrl-C or SIGTERM: the current step finished and a checkpoint was written."""
 
-    def __init__(self, signum: int, step: int, run_dir: Path):
-        super().__init__(f"interrupted at step {step}; checkpoint saved. Resume with: dcgan train --resume {run_dir}")
+    def __init__(self, signum: int, step: int, run_dir: Path, processes: int = 1):
+        command = f"dcgan train --resume {run_dir}"
+        if processes > 1:  # the checkpoint's global batch needs as many processes again
+            command = f"torchrun <{processes} processes, as before> -m {command}"
+        super().__init__(f"interrupted at step {step}; checkpoint saved. Resume with: {command}")
         self.exit_status = 128 + signum
 
 
 class _Diverged(Exception):
     pass
+
+
+def _silent(message: str) -> None:
+    pass  # the log of every rank but 0: one process speaks for the job
+
+
+def _make_run_dir(config: TrainConfig, source: Source) -> tuple[Path, bool]:
+    run_dir = Path(config.out) if config.out else default_run_dir(source.name)
+    return run_dir, prepare_run_dir(run_dir)
 
 
 def resolve_config(config: TrainConfig, source: Source) -> TrainConfig:
@@ -72,14 +94,22 @@ def resolve_config(config: TrainConfig, source: Source) -> TrainConfig:
 
 class Trainer:
     def __init__(self, config: TrainConfig, log: Callable[[str], None] = print, *, _resume_dir: Optional[Path] = None):
-        self.log = log
+        # several processes (torchrun): rank 0 alone prints and writes the run folder; see distributed.py
+        self.processes = distributed.current()
+        self.log = log = log if self.processes.is_main else _silent
+        if config.tensorboard:
+            require_tensorboard()  # before anything is made
         source = resolve_source(config.data)
         config = resolve_config(config, source)
-        run_dir = _resume_dir or (Path(config.out) if config.out else default_run_dir(source.name))
-        created = False if _resume_dir else prepare_run_dir(run_dir)
+        self.device = distributed.resolve_device(config.device, self.processes)
+        run_dir, created = _resume_dir, False
+        if not _resume_dir:  # made by rank 0 (the default name holds the time of day); the others learn its name
+            run_dir, created = distributed.from_main(lambda: _make_run_dir(config, source))
+            created = created and self.processes.is_main
         try:
             self.images: ImageSet = load_images(source, config.image_size, config.channels, config.cache_dir, log=log)
-            self.batches = Batches(self.images.images, config.batch_size, config.seed, config.drop_last)
+            ranks = self.processes
+            self.batches = Batches(self.images.images, config.batch_size, config.seed, config.drop_last, ranks.rank, ranks.world_size)
         except BaseException:
             if created:
                 shutil.rmtree(run_dir, ignore_errors=True)  # leave nothing behind for a run that never started
@@ -96,10 +126,16 @@ class Trainer:
         generator, discriminator = build_models(self.model_config)
         self._warm_start(generator, "generator", config.init_g)
         self._warm_start(discriminator, "discriminator", config.init_d)
+        if config.sync_bn and self.processes.is_distributed:
+            generator, discriminator = (distributed.convert_sync_batchnorm(m, self.device) for m in (generator, discriminator))
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN times the convolution algorithms once, keeps the fastest
+        # the bare networks: what checkpoints store (so a single process loads them) and grids draw from
+        self.generator, self.discriminator = generator.to(self.device), discriminator.to(self.device)
         betas = (config.beta1, config.beta2)
         self.state = GanState(
-            generator,
-            discriminator,
+            distributed.wrap(generator, self.device, self.processes),  # DistributedDataParallel with several processes
+            distributed.wrap(discriminator, self.device, self.processes),
             torch.optim.Adam(generator.parameters(), lr=config.lr, betas=betas),
             torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=betas),
             config.real_label,
@@ -117,12 +153,15 @@ class Trainer:
         self._pending: list[tuple[int, int, float, torch.Tensor]] = []  # steps not yet read back
         self._collapsed = 0  # consecutive steps with a collapsed discriminator
         self._bar: Optional[tqdm] = None
+        # TensorBoard events (--tensorboard); opened by fit() beside config.json, so only the process
+        # that writes the run's files has one, and every hook below is a no-op while it is None
+        self.tensorboard: Optional[TensorBoardLog] = None
 
     @classmethod
     def resume(cls, run_dir: Path, log: Callable[[str], None] = print, **changes) -> "Trainer":
         """Continue RUN from its newest good checkpoint, with RUN's config (only RESUME_OVERRIDABLE may change)."""
         run_dir = Path(run_dir)
-        saved = read_config(run_dir)
+        saved = distributed.from_main(lambda: read_config(run_dir))  # rank 0 reads the folder, every rank gets its config
         for name, value in changes.items():
             if name not in RESUME_OVERRIDABLE and value != getattr(saved, name):
                 raise DcganError(
@@ -130,10 +169,11 @@ class Trainer:
                     f"a resumed run keeps its configuration (only {', '.join(RESUME_OVERRIDABLE)} may change)"
                 )
         trainer = cls(saved.replace(**{k: v for k, v in changes.items() if k in RESUME_OVERRIDABLE}), log, _resume_dir=run_dir)
-        path, payload = ckpt.newest_good(trainer.checkpoints, log)
+        path, payload = trainer._newest_checkpoint()
         trainer.load_state(payload)
-        trainer.stats.truncate(trainer.step)  # rows logged after that checkpoint are redone
-        log(f"resuming {run_dir} from {path.name} at step {trainer.step} (epoch {trainer.epoch})")
+        if trainer.processes.is_main:
+            trainer.stats.truncate(trainer.step)  # rows logged after that checkpoint are redone
+        trainer.log(f"resuming {run_dir} from {path.name} at step {trainer.step} (epoch {trainer.epoch})")
         return trainer
 
     def _warm_start(self, module: torch.nn.Module, which: str, path: Optional[str]) -> None:
@@ -158,14 +198,18 @@ class Trainer:
             self.log(f"{self.run_dir} is already at step {self.step} of {total}; raise --max-steps or --epochs to continue")
             return self.run_dir
         self._describe(total)
-        for folder in (self.run_dir / "samples", self.checkpoints):
-            folder.mkdir(exist_ok=True)
-        (self.run_dir / "config.json").write_text(self.config.to_json() + "\n")
+        if self.processes.is_main:
+            for folder in (self.run_dir / "samples", self.checkpoints):
+                folder.mkdir(exist_ok=True)
+            (self.run_dir / "config.json").write_text(self.config.to_json() + "\n")
+        if self.config.tensorboard and self.tensorboard is None and self.processes.is_main:
+            self.tensorboard = TensorBoardLog(self.run_dir / "tb", purge_step=self.step)
         if self.step == 0:
             self._save_checkpoint()  # the point a divergence before the first epoch end rolls back to
         previous = self._install_signal_handlers()
         self._started = time.perf_counter()
-        self._bar = tqdm(total=total, initial=self.step, disable=not self.config.progress, unit="step", dynamic_ncols=True)
+        show_bar = self.config.progress and self.processes.is_main
+        self._bar = tqdm(total=total, initial=self.step, disable=not show_bar, unit="step", dynamic_ncols=True)
         try:
             while self.step < total:
                 try:
@@ -175,11 +219,16 @@ class Trainer:
         finally:
             self._bar.close()
             self._restore_signal_handlers(previous)
+            if self.tensorboard is not None:
+                self.tensorboard.flush()  # an interrupted run keeps its events too
         if self.batch_in_epoch:  # the run ended inside an epoch
             self._save_grid(f"step_{self.step:08d}.png")
         self._save_checkpoint("final.pt")
         self._save_figures()
         self._summary()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
         return self.run_dir
 
     def _train_until(self, total: int) -> None:
@@ -187,8 +236,11 @@ class Trainer:
         self._collapsed = 0
         while self.step < total:
             for real in self.batches.epoch(self.epoch, start=self.batch_in_epoch, variant=self.retries):
-                z = torch.randn(len(real), config.nz, 1, 1, generator=self.noise_rng)
-                figures = train_step(self.state, real, z)
+                # z of the whole global batch from the stream every rank shares, then this rank's share: the
+                # ranks get different noise, and together the very z of one process with batch B*W
+                z = torch.randn(len(real) * self.processes.world_size, config.nz, 1, 1, generator=self.noise_rng)
+                z = distributed.shard(z, self.processes)
+                figures = train_step(self.state, self._to_device(real), self._to_device(z))
                 self.step += 1
                 self.batch_in_epoch += 1
                 self._pending.append((self.step, self.epoch, self._seconds(), figures))
@@ -196,9 +248,10 @@ class Trainer:
                     self._flush()
                 if config.checkpoint_every and self.step % config.checkpoint_every == 0:
                     self._save_checkpoint()
-                if self._stop_signal is not None:
+                stop = distributed.max_over_ranks(self._stop_signal or 0)  # every rank stops after the same step
+                if stop:
                     self._save_checkpoint()
-                    raise TrainingInterrupted(self._stop_signal, self.step, self.run_dir)
+                    raise TrainingInterrupted(stop, self.step, self.run_dir, self.processes.world_size)
                 if self.step == total:
                     break
             if self.batch_in_epoch == per_epoch:
@@ -209,11 +262,19 @@ class Trainer:
     def _seconds(self) -> float:
         return self.elapsed + time.perf_counter() - self._started
 
+    def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.device.type != "cuda":
+            return batch
+        # from pinned memory the copy is asynchronous: the GPU works on while the next batch is assembled
+        return batch.pin_memory().to(self.device, non_blocking=True)
+
     def _flush(self) -> None:
         """One host read for all steps since the last flush: check them, log them, show the last."""
         if not self._pending:
             return
-        values = torch.stack([figures for *_, figures in self._pending]).tolist()
+        # averaged over the ranks: the global batch's figures, the same on every rank, so that all
+        # ranks take the same divergence decisions below
+        values = distributed.average(torch.stack([figures for *_, figures in self._pending])).tolist()
         rows = [
             {"step": step, "epoch": epoch, **dict(zip(FIGURE_NAMES, row)), "time": round(seconds, 3)}
             for (step, epoch, seconds, _), row in zip(self._pending, values)
@@ -225,7 +286,10 @@ class Trainer:
             self._collapsed = self._collapsed + 1 if row["d_fake_after"] < self.config.collapse_threshold else 0
             if self.config.collapse_steps and self._collapsed >= self.config.collapse_steps:
                 raise _Diverged(f"D(G(z)) below {self.config.collapse_threshold} for {self._collapsed} steps up to step {row['step']}")
-        self.stats.append(rows)
+        if self.processes.is_main:
+            self.stats.append(rows)
+        if self.tensorboard is not None:
+            self.tensorboard.scalars(rows)
         if self._bar is None:
             return
         last = rows[-1]
@@ -243,11 +307,12 @@ class Trainer:
                 f"training diverged ({reason}) and {self.config.max_retries} retries did not help; "
                 f"the last good checkpoint is kept in {self.checkpoints}; try a lower --lr"
             )
-        path, payload = ckpt.newest_good(self.checkpoints, self.log)
+        path, payload = self._newest_checkpoint()
         retries = self.retries
         self.load_state(payload)
         self.retries = retries  # the count goes on, and with it the data order changes
-        self.stats.truncate(self.step)
+        if self.processes.is_main:
+            self.stats.truncate(self.step)
         self._bar.n = self.step
         self._bar.refresh()
         self.log(f"{reason}: rolled back to {path.name} (step {self.step}); retry {self.retries} of {self.config.max_retries}")
@@ -256,6 +321,7 @@ class Trainer:
 
     def state_dict(self) -> dict:
         s = self.state
+        # the bare networks' state_dicts (no DDP `module.` prefix): a single process loads them as they are
         return ckpt.make_checkpoint(
             self.model_config,
             self.config.to_dict(),
@@ -264,13 +330,14 @@ class Trainer:
             batch_in_epoch=self.batch_in_epoch,
             retries=self.retries,
             elapsed=self._seconds(),
-            generator=s.generator.state_dict(),
-            discriminator=s.discriminator.state_dict(),
+            generator=self.generator.state_dict(),
+            discriminator=self.discriminator.state_dict(),
             optimizer_g=s.optimizer_g.state_dict(),
             optimizer_d=s.optimizer_d.state_dict(),
             fixed_noise=self.fixed_noise,
             data={"count": len(self.images), "batches_per_epoch": len(self.batches)},
             rng=ckpt.capture_rng({"noise": self.noise_rng}),
+            world_size=self.processes.world_size,  # a resume needs as many processes: the global batch and data shares
         )
 
     def load_state(self, payload: dict) -> None:
@@ -280,9 +347,15 @@ class Trainer:
             raise DcganError(
                 f"the data changed since the checkpoint: {payload['data']['count']} images then, {len(self.images)} now"
             )
+        trained_by, world = payload.get("world_size", 1), self.processes.world_size  # checkpoints before torchrun support: 1
+        if trained_by != world:
+            raise DcganError(
+                f"the run was trained by {trained_by} process(es) and this is {world}: resume it with {trained_by} "
+                f"(torchrun --nproc_per_node ...), so each step keeps its global batch of {trained_by} x {self.config.batch_size}"
+            )
         s = self.state
-        ckpt.load_weights(s.generator, payload["generator"], "generator weights")
-        ckpt.load_weights(s.discriminator, payload["discriminator"], "discriminator weights")
+        ckpt.load_weights(self.generator, payload["generator"], "generator weights")
+        ckpt.load_weights(self.discriminator, payload["discriminator"], "discriminator weights")
         s.optimizer_g.load_state_dict(payload["optimizer_g"])
         s.optimizer_d.load_state_dict(payload["optimizer_d"])
         self.fixed_noise = payload["fixed_noise"]
@@ -294,10 +367,15 @@ class Trainer:
     def _save_checkpoint(self, name: Optional[str] = None) -> None:
         """Save only a good state: pending figures checked, every parameter finite."""
         self._flush()
-        for module in (self.state.generator, self.state.discriminator):
+        for module in (self.generator, self.discriminator):
             if not all(torch.isfinite(p).all() for p in module.parameters()):
                 raise _Diverged(f"non-finite {type(module).__name__} weights at step {self.step}")
-        ckpt.save_run_checkpoint(self.state_dict(), self.checkpoints, name or f"step_{self.step:08d}.pt", self.config.keep)
+        if self.processes.is_main:  # the weights are the same on every rank (checked in the tests)
+            ckpt.save_run_checkpoint(self.state_dict(), self.checkpoints, name or f"step_{self.step:08d}.pt", self.config.keep)
+
+    def _newest_checkpoint(self) -> tuple[Path, dict]:
+        """Rank 0 picks and reads the newest good checkpoint and hands it to every rank: all go on from one state."""
+        return distributed.from_main(lambda: ckpt.newest_good(self.checkpoints, self.log))
 
     # ------------------------------------------------------------------ signals
 
@@ -321,28 +399,43 @@ class Trainer:
     # ------------------------------------------------------------------ outputs
 
     def _save_grid(self, name: str) -> None:
-        save_grid(generate(self.state.generator, self.fixed_noise), self.run_dir / "samples" / name)
+        if not self.processes.is_main:
+            return
+        images = generate(self.generator, self.fixed_noise)
+        save_grid(images, self.run_dir / "samples" / name)
+        if self.tensorboard is not None:
+            self.tensorboard.grid(images, self.step)
+            self.tensorboard.histograms({"generator": self.generator, "discriminator": self.discriminator}, self.step)
 
     def _save_figures(self) -> None:
+        if not self.processes.is_main:
+            return
         rows = self.stats.rows()
         steps = [r["step"] for r in rows]
         save_loss_plot(steps, [r["loss_g"] for r in rows], [r["loss_d"] for r in rows], self.run_dir / "losses.png")
         save_animation(load_grids(self.run_dir / "samples"), self.run_dir / "progress.gif")
         real = np.asarray(self.images.images[self.batches.order(1)[: self.config.n_fixed].numpy()])
-        save_real_vs_fake(real, generate(self.state.generator, self.fixed_noise), self.run_dir / "real_vs_fake.png")
+        save_real_vs_fake(real, generate(self.generator, self.fixed_noise), self.run_dir / "real_vs_fake.png")
 
     def _describe(self, total: int) -> None:
-        c, per_epoch = self.config, len(self.batches)
+        c, per_epoch, world = self.config, len(self.batches), self.processes.world_size
+        batch = f"batch {c.batch_size}"
+        if world > 1:
+            sync = ", BatchNorm over the global batch" if c.sync_bn else ""
+            batch = f"global batch {self.batches.global_batch} ({world} processes x batch {c.batch_size}{sync})"
         self.log(
             f"data {c.data}: {len(self.images)} images, {c.image_size}x{c.image_size}x{c.channels}; "
-            f"batch {c.batch_size}, {per_epoch} steps/epoch, {total} steps ({total / per_epoch:g} epochs)"
+            f"{batch}, {per_epoch} steps/epoch, {total} steps ({total / per_epoch:g} epochs)"
         )
+        device = "" if self.device.type == "cpu" else f"; device {self.device.type if world > 1 else self.device}"
         self.log(
-            f"G {count_parameters(self.state.generator) / 1e6:.2f}M parameters (ngf {c.ngf}), "
-            f"D {count_parameters(self.state.discriminator) / 1e6:.2f}M (ndf {c.ndf}); seed {c.seed}; run folder {self.run_dir}"
+            f"G {count_parameters(self.generator) / 1e6:.2f}M parameters (ngf {c.ngf}), "
+            f"D {count_parameters(self.discriminator) / 1e6:.2f}M (ndf {c.ndf}); seed {c.seed}{device}; run folder {self.run_dir}"
         )
 
     def _summary(self) -> None:
+        if not self.processes.is_main:
+            return
         run = self.run_dir
         last_grid = sorted((run / "samples").glob("*.png"))[-1]
         self.log(f"finished {self.step} steps in {self._seconds():.0f} s of training")
@@ -357,5 +450,8 @@ class Trainer:
             ("checkpoint", self.checkpoints / "final.pt"),
         ):
             self.log(f"  {label:<13} {path}")
+        if self.config.tensorboard:
+            self.log(f"  {'tensorboard':<13} {run / 'tb'} (view: tensorboard --logdir {run / 'tb'})")
         self.log(f"sample more: dcgan sample --run {run} --n 64 --out {run / 'more.png'}")
+        self.log(f"one-page report: dcgan report {run}")
 

@@ -1,0 +1,52 @@
+"""`dcgan train --tensorboard`: the stats.jsonl figures, grids and weight histograms as TensorBoard events."""
+
+import importlib.util
+import json
+import sys
+
+import pytest
+
+from dcgan.cli import main
+from dcgan.config import TrainConfig
+from dcgan.errors import DcganError
+from dcgan.step import FIGURE_NAMES
+from dcgan.train import Trainer
+
+HAVE_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
+TINY = ["--image-size", "16", "--nz", "8", "--ngf", "4", "--ndf", "4", "--batch-size", "64", "--no-progress"]
+
+
+@pytest.mark.skipif(not HAVE_TENSORBOARD, reason="tensorboard is not installed: pip install tensorboard (it is in the test extra)")
+def test_events_hold_the_figures_grids_and_histograms(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    # 8 steps an epoch: two epoch grids, and rows flushed every 5 steps (3 flushes, the last at step 16)
+    config = TrainConfig(
+        data="fake", image_size=16, nz=8, ngf=4, ndf=4, batch_size=64, max_steps=16, n_fixed=8, log_every=5,
+        progress=False, tensorboard=True, out=str(tmp_path / "run"),
+    )  # fmt: skip
+    run = Trainer(config, log=lambda m: None).fit()
+    events = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0, "images": 0, "histograms": 0})
+    events.Reload()
+    tags = events.Tags()
+    rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    for name in FIGURE_NAMES:
+        logged = events.Scalars(name)
+        assert [e.step for e in logged] == [r["step"] for r in rows] == list(range(1, 17))
+        assert [e.value for e in logged] == pytest.approx([r[name] for r in rows], rel=1e-6)  # float32 in the events
+    assert "time" not in tags["scalars"] and "step" not in tags["scalars"]
+    (grid,) = [tag for tag in tags["images"]]
+    assert grid == "samples/fixed_noise" and [e.step for e in events.Images(grid)] == [8, 16]
+    assert events.Images(grid)[0].width == 8 * 18 + 2  # the samples/ layout: 8 tiles of 16 px, 2 px apart
+    assert {"generator/main.0.weight", "discriminator/main.0.weight"} <= set(tags["histograms"])
+    assert [e.step for e in events.Histograms("generator/main.0.weight")] == [8, 16]
+
+
+def test_missing_tensorboard_is_one_line_before_anything_is_made(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    with pytest.raises(DcganError, match=r"pip install tensorboard"):
+        Trainer(TrainConfig(data="fake", tensorboard=True, out=str(tmp_path / "a")))
+    status = main(["train", "--data", "fake", "--tensorboard", "--out", str(tmp_path / "b")] + TINY)
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1 and "--tensorboard needs the tensorboard package" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
