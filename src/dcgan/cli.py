@@ -57,6 +57,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: this process's GPU when CUDA is available, else the CPU)")
     p.add_argument("--sync-bn", action="store_true", default=None, help="with several processes (torchrun): BatchNorm statistics over the global batch")
     p.add_argument("--dist-timeout", type=float, metavar="SECONDS", help=f"with several processes: how long one waits for the others before the job stops (default {DEFAULTS.dist_timeout:g})")
+    p.add_argument("--check-isolation", type=int, metavar="N", help="every N steps, verify that the D step left G's weights and gradients untouched and the G step left D's weights; stop if not")
     p.add_argument("--tensorboard", action="store_true", default=None, help="also log figures, sample grids and weight histograms to RUN/tb/ (needs tensorboard)")
     p.add_argument("--config", metavar="FILE", help="a TOML file of options (keys: the option names, or TrainConfig fields); flags given here override it")
     p.add_argument("--print-config", nargs="?", const="toml", choices=("toml", "json"), help="print the resolved configuration (default TOML, loadable by --config) and exit")
@@ -142,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 _TRAIN_FIELDS = (
     "data", "image_size", "channels", "epochs", "max_steps", "min_steps", "batch_size", "lr", "beta1", "nz", "ngf", "ndf",
     "seed", "out", "cache_dir", "log_every", "checkpoint_every", "keep", "max_retries", "init_g", "init_d", "progress",
-    "tensorboard", "device", "sync_bn", "dist_timeout",
+    "tensorboard", "device", "sync_bn", "dist_timeout", "check_isolation",
 )  # fmt: skip
 
 

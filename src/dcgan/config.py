@@ -89,13 +89,14 @@ class TrainConfig:
     device: Optional[str] = None  # cpu, cuda or cuda:N; None: this process's GPU (cuda:LOCAL_RANK) if CUDA is there, else cpu
     sync_bn: bool = False  # with several processes: BatchNorm statistics over the global batch, not each process's share
     dist_timeout: float = 600.0  # seconds a process waits for the others in a collective before the job stops
+    check_isolation: Optional[int] = None  # every N steps, verify the D step left G untouched and the G step left D's weights
 
     def __post_init__(self) -> None:
         if self.image_size is not None:
             check_image_size(self.image_size)
         if self.channels is not None:
             check_channels(self.channels)
-        positive = ("nz", "ngf", "ndf", "batch_size", "epochs", "max_steps", "n_fixed", "log_every", "checkpoint_every")
+        positive = ("nz", "ngf", "ndf", "batch_size", "epochs", "max_steps", "n_fixed", "log_every", "checkpoint_every", "check_isolation")
         for name in positive:
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -93,7 +93,10 @@ def generator_step(state: GanState, fake: torch.Tensor) -> torch.Tensor:
 def train_step(state: GanState, real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Both phases; returns the figures in FIGURE_NAMES order as one detached tensor (5,)."""
     fake, d_figures = discriminator_step(state, real, z)
-    g_figures = generator_step(state, fake)
+    return combine_figures(d_figures, generator_step(state, fake))
+
+
+def combine_figures(d_figures: torch.Tensor, g_figures: torch.Tensor) -> torch.Tensor:
     loss_d, d_real, d_fake_before = d_figures
     loss_g, d_fake_after = g_figures
     return torch.stack([loss_d, loss_g, d_real, d_fake_before, d_fake_after])

@@ -49,12 +49,13 @@ from .plots import load_grids, save_animation, save_grid, save_loss_plot, save_r
 from .run_files import StatsLog, default_run_dir, prepare_run_dir, read_config
 from .sample import generate
 from .sources import BUILTIN_SOURCES, Source, resolve_source
+from .isolation import checked_train_step
 from .step import FIGURE_NAMES, GanState, train_step
 from .tensorboard_log import TensorBoardLog, require_tensorboard
 
 TUTORIAL_EPOCHS = 5
 RESUME_OVERRIDABLE = ("epochs", "max_steps", "checkpoint_every", "keep", "progress", "log_every", "max_retries", "tensorboard",
-                      "device", "dist_timeout")  # fmt: skip
+                      "device", "dist_timeout", "check_isolation")  # fmt: skip
 
 
 class TrainingInterrupted(Exception):
@@ -240,7 +241,11 @@ class Trainer:
                 # ranks get different noise, and together the very z of one process with batch B*W
                 z = torch.randn(len(real) * self.processes.world_size, config.nz, 1, 1, generator=self.noise_rng)
                 z = distributed.shard(z, self.processes)
-                figures = train_step(self.state, self._to_device(real), self._to_device(z))
+                real, z = self._to_device(real), self._to_device(z)
+                if config.check_isolation and (self.step + 1) % config.check_isolation == 0:
+                    figures = checked_train_step(self.state, real, z, self.step + 1)
+                else:
+                    figures = train_step(self.state, real, z)
                 self.step += 1
                 self.batch_in_epoch += 1
                 self._pending.append((self.step, self.epoch, self._seconds(), figures))
