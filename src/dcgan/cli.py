@@ -57,6 +57,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: this process's GPU when CUDA is available, else the CPU)")
     p.add_argument("--sync-bn", action="store_true", default=None, help="with several processes (torchrun): BatchNorm statistics over the global batch")
     p.add_argument("--dist-timeout", type=float, metavar="SECONDS", help=f"with several processes: how long one waits for the others before the job stops (default {DEFAULTS.dist_timeout:g})")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="numeric precision (default auto: bf16 where the CPU or GPU multiplies bf16 natively, else fp32)")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None, help="keep the NCHW memory layout (default: channels_last, faster)")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile each network (a minute of compiling first; then faster steps)")
     p.add_argument("--check-isolation", type=int, metavar="N", help="every N steps, verify that the D step left G's weights and gradients untouched and the G step left D's weights; stop if not")
     p.add_argument("--tensorboard", action="store_true", default=None, help="also log figures, sample grids and weight histograms to RUN/tb/ (needs tensorboard)")
     p.add_argument("--config", metavar="FILE", help="a TOML file of options (keys: the option names, or TrainConfig fields); flags given here override it")
@@ -143,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 _TRAIN_FIELDS = (
     "data", "image_size", "channels", "epochs", "max_steps", "min_steps", "batch_size", "lr", "beta1", "nz", "ngf", "ndf",
     "seed", "out", "cache_dir", "log_every", "checkpoint_every", "keep", "max_retries", "init_g", "init_d", "progress",
-    "tensorboard", "device", "sync_bn", "dist_timeout", "check_isolation",
+    "tensorboard", "device", "sync_bn", "dist_timeout", "check_isolation", "precision", "channels_last", "compile",
 )  # fmt: skip
 
 

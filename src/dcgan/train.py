@@ -40,6 +40,7 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
+from . import precision
 from . import distributed
 from .config import TrainConfig
 from .data import Batches, ImageSet, load_images
@@ -131,16 +132,24 @@ class Trainer:
             generator, discriminator = (distributed.convert_sync_batchnorm(m, self.device) for m in (generator, discriminator))
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN times the convolution algorithms once, keeps the fastest
+        layout = torch.channels_last if config.channels_last else torch.contiguous_format
         # the bare networks: what checkpoints store (so a single process loads them) and grids draw from
-        self.generator, self.discriminator = generator.to(self.device), discriminator.to(self.device)
+        self.generator = generator.to(self.device, memory_format=layout)
+        self.discriminator = discriminator.to(self.device, memory_format=layout)
+        self.precision, self._precision_reason = precision.resolve_precision(config.precision, self.device)
         betas = (config.beta1, config.beta2)
+        networks = [distributed.wrap(m, self.device, self.processes) for m in (generator, discriminator)]  # DDP if several
+        if config.compile:  # each network, not the step: the step reuses `fake` across two backward passes
+            networks = [torch.compile(m) for m in networks]
         self.state = GanState(
-            distributed.wrap(generator, self.device, self.processes),  # DistributedDataParallel with several processes
-            distributed.wrap(discriminator, self.device, self.processes),
-            torch.optim.Adam(generator.parameters(), lr=config.lr, betas=betas),
-            torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=betas),
+            *networks,
+            precision.adam(generator.parameters(), config.lr, betas),
+            precision.adam(discriminator.parameters(), config.lr, betas),
             config.real_label,
             config.fake_label,
+            autocast=precision.autocast_factory(self.precision, self.device),
+            scaler_d=precision.grad_scaler(self.precision, self.device),
+            scaler_g=precision.grad_scaler(self.precision, self.device),
         )
         self.noise_rng = torch.Generator().manual_seed(config.seed + 1)  # z of each training step
         self.fixed_noise = torch.randn(config.n_fixed, config.nz, 1, 1, generator=torch.Generator().manual_seed(config.seed + 2))
@@ -268,6 +277,8 @@ class Trainer:
         return self.elapsed + time.perf_counter() - self._started
 
     def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.config.channels_last and batch.dim() == 4 and batch.shape[-1] > 1:
+            batch = batch.contiguous(memory_format=torch.channels_last)  # images; z (B, nz, 1, 1) needs nothing
         if self.device.type != "cuda":
             return batch
         # from pinned memory the copy is asynchronous: the GPU works on while the next batch is assembled
@@ -339,6 +350,7 @@ class Trainer:
             discriminator=self.discriminator.state_dict(),
             optimizer_g=s.optimizer_g.state_dict(),
             optimizer_d=s.optimizer_d.state_dict(),
+            scalers={name: scaler.state_dict() for name, scaler in (("d", s.scaler_d), ("g", s.scaler_g)) if scaler is not None},
             fixed_noise=self.fixed_noise,
             data={"count": len(self.images), "batches_per_epoch": len(self.batches)},
             rng=ckpt.capture_rng({"noise": self.noise_rng}),
@@ -363,6 +375,9 @@ class Trainer:
         ckpt.load_weights(self.discriminator, payload["discriminator"], "discriminator weights")
         s.optimizer_g.load_state_dict(payload["optimizer_g"])
         s.optimizer_d.load_state_dict(payload["optimizer_d"])
+        for name, scaler in (("d", s.scaler_d), ("g", s.scaler_g)):
+            if scaler is not None and name in payload.get("scalers", {}):
+                scaler.load_state_dict(payload["scalers"][name])
         self.fixed_noise = payload["fixed_noise"]
         self.step, self.epoch, self.batch_in_epoch = payload["step"], payload["epoch"], payload["batch_in_epoch"]
         self.retries, self.elapsed = payload["retries"], payload["elapsed"]
@@ -433,6 +448,8 @@ class Trainer:
             f"{batch}, {per_epoch} steps/epoch, {total} steps ({total / per_epoch:g} epochs)"
         )
         device = "" if self.device.type == "cpu" else f"; device {self.device.type if world > 1 else self.device}"
+        layout = ", channels_last" if c.channels_last else ""
+        self.log(f"precision {self.precision} ({self._precision_reason}){layout}{', torch.compile' if c.compile else ''}")
         self.log(
             f"G {count_parameters(self.generator) / 1e6:.2f}M parameters (ngf {c.ngf}), "
             f"D {count_parameters(self.discriminator) / 1e6:.2f}M (ndf {c.ndf}); seed {c.seed}{device}; run folder {self.run_dir}"

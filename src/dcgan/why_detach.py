@@ -4,12 +4,13 @@
     print(format_table(rows))
 
 Strategies (each differs from `detach` only in where gradients flow or how often G runs):
-    detach        the tutorial (dcgan.step): D step on fake.detach(), G step reuses the same fake
+    detach        the tutorial as written: D step on fake.detach(), G step reuses the same fake
     no-detach     D step on fake itself: its backward frees G's graph, so the G step fails
     retain-graph  no detach, D-step backward with retain_graph=True: works, computes G gradients it throws away
     regenerate    G under no_grad for the D step, G run again for the G step: an extra G forward,
                   and G's BatchNorm running statistics are updated twice
-    freeze-d      detach, plus D's parameters set requires_grad_(False) during the G step (as StyleGAN does)
+    freeze-d      detach, plus D's parameters set requires_grad_(False) during the G step (as StyleGAN does;
+                  the toolkit's own step, dcgan.step)
 
 Every strategy starts from the same weights, real batch and noise. One untimed probe run measures
 the facts; `repeats` further runs, each from the same starting state, are timed. The comparison with
@@ -69,30 +70,27 @@ def _d_step_regenerate(state: GanState, real: torch.Tensor, z: torch.Tensor) -> 
     return fake
 
 
+def _g_step_tutorial(state: GanState, fake: torch.Tensor, z: torch.Tensor) -> None:
+    """Phase 2 exactly as the tutorial writes it: the backward through D also computes D's own
+    gradients, which nobody uses (the next D step clears them)."""
+    state.generator.zero_grad(set_to_none=True)
+    _bce(state.discriminator(fake), state.real_label).backward()
+    state.optimizer_g.step()
+
+
 def _g_step_regenerate(state: GanState, fake: torch.Tensor, z: torch.Tensor) -> None:
     # unlike detach: the graph-less fake cannot carry gradients, so G runs a second time on the same z
-    generator_step(state, state.generator(z))
+    _g_step_tutorial(state, state.generator(z), z)
 
 
 def _g_step_frozen_d(state: GanState, fake: torch.Tensor, z: torch.Tensor) -> None:
-    # unlike detach: D's weight gradients are not computed, only the gradient through D into fake
-    parameters = list(state.discriminator.parameters())
-    previous = [p.requires_grad for p in parameters]
-    for p in parameters:
-        p.requires_grad_(False)
-    try:
-        generator_step(state, fake)
-    finally:
-        for p, flag in zip(parameters, previous):
-            p.requires_grad_(flag)
+    # unlike detach: D's weight gradients are not computed, only the gradient through D into fake;
+    # this is the toolkit's own generator_step, which holds D fixed this way
+    generator_step(state, fake)
 
 
 def _d_step_tutorial(state: GanState, real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return discriminator_step(state, real, z)[0]
-
-
-def _g_step_tutorial(state: GanState, fake: torch.Tensor, z: torch.Tensor) -> None:
-    generator_step(state, fake)
 
 
 class Strategy(NamedTuple):
