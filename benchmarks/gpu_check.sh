@@ -68,4 +68,10 @@ rate = (last["step"] - first["step"]) * batch / (last["time"] - first["time"])
 print(f"loop: {rate:,.0f} images/s over steps {first['step'] + 1}-{last['step']} (the 512-image fake set: a grid and a checkpoint every epoch)")
 PY
 
+# every precision through the loop: autocast bf16, and fp16 with its GradScalers, must train finitely
+for precision in fp32 bf16 fp16; do
+    dcgan train --data fake --image-size "$size" --batch-size "$batch" --device cuda --precision "$precision" \
+        --max-steps 20 --no-progress --out "$(mktemp -d)/run-$precision" | grep -E "^precision|^finished"
+done
+
 python -m pytest -q tests/test_distributed.py -k "gpu"
