@@ -157,6 +157,8 @@ def load_network_weights(path: Path, which: str) -> tuple[dict, ModelConfig]:
 def network_state(obj: Any, which: str, path: Path) -> tuple[dict, ModelConfig]:
     """The `which` state_dict and its architecture, from a loaded dcgan checkpoint or bare state_dict."""
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        if which == "generator" and "generator_ema" in obj:
+            return obj["generator_ema"], ModelConfig(**obj["model"])  # --ema-decay runs sample from the average
         return obj[which], ModelConfig(**obj["model"])
     if _is_state_dict(obj):
         state_dict = strip_wrappers(obj)

@@ -89,6 +89,7 @@ class TrainConfig:
     device: Optional[str] = None  # cpu, cuda or cuda:N; None: this process's GPU (cuda:LOCAL_RANK) if CUDA is there, else cpu
     sync_bn: bool = False  # with several processes: BatchNorm statistics over the global batch, not each process's share
     dist_timeout: float = 600.0  # seconds a process waits for the others in a collective before the job stops
+    ema_decay: Optional[float] = None  # keep an EMA of G's weights (e.g. 0.999) for grids, samples, eval and export
     # speed (see precision.py for the measurements behind the defaults)
     precision: str = "auto"  # fp32, bf16, fp16 (autocast; fp16 with a GradScaler) or auto: bf16 where the hardware has it
     channels_last: bool = True  # NHWC memory layout: faster convolutions (1.2x measured on CPU at 64x64)
@@ -110,6 +111,8 @@ class TrainConfig:
                 raise DcganError(f"{name} must be 0 or more, not {getattr(self, name)}")
         if not self.lr > 0:
             raise DcganError(f"lr must be positive, not {self.lr}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise DcganError(f"ema_decay must lie between 0 and 1, not {self.ema_decay}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise DcganError(f"unknown precision '{self.precision}': use auto, fp32, bf16 or fp16")
         if not self.dist_timeout > 0:

@@ -28,6 +28,7 @@ the others skipped.
 
 from __future__ import annotations
 
+import copy
 import math
 import shutil
 import signal
@@ -136,6 +137,9 @@ class Trainer:
         # the bare networks: what checkpoints store (so a single process loads them) and grids draw from
         self.generator = generator.to(self.device, memory_format=layout)
         self.discriminator = discriminator.to(self.device, memory_format=layout)
+        # --ema-decay: a slowly moving average of G's weights, which draws the samples (Karras et al. 2018);
+        # neither step reads it, so the D and G updates are unchanged
+        self.generator_ema = copy.deepcopy(self.generator).eval().requires_grad_(False) if config.ema_decay else None
         self.precision, self._precision_reason = precision.resolve_precision(config.precision, self.device)
         betas = (config.beta1, config.beta2)
         networks = [distributed.wrap(m, self.device, self.processes) for m in (generator, discriminator)]  # DDP if several
@@ -255,6 +259,8 @@ class Trainer:
                     figures = checked_train_step(self.state, real, z, self.step + 1)
                 else:
                     figures = train_step(self.state, real, z)
+                if self.generator_ema is not None:
+                    self._update_ema()
                 self.step += 1
                 self.batch_in_epoch += 1
                 self._pending.append((self.step, self.epoch, self._seconds(), figures))
@@ -272,6 +278,19 @@ class Trainer:
                 self._save_grid(f"epoch_{self.epoch:04d}.png")
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                 self._save_checkpoint()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """ema <- decay * ema + (1 - decay) * G, weights in one fused pass; BatchNorm statistics copied."""
+        ema_params, params = list(self.generator_ema.parameters()), list(self.generator.parameters())
+        torch._foreach_lerp_(ema_params, params, 1.0 - self.config.ema_decay)
+        for ema_buffer, buffer in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            ema_buffer.copy_(buffer)
+
+    @property
+    def sampler(self) -> torch.nn.Module:
+        """The network that draws grids and samples: the EMA when there is one."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
 
     def _seconds(self) -> float:
         return self.elapsed + time.perf_counter() - self._started
@@ -347,6 +366,7 @@ class Trainer:
             retries=self.retries,
             elapsed=self._seconds(),
             generator=self.generator.state_dict(),
+            **({"generator_ema": self.generator_ema.state_dict()} if self.generator_ema is not None else {}),
             discriminator=self.discriminator.state_dict(),
             optimizer_g=s.optimizer_g.state_dict(),
             optimizer_d=s.optimizer_d.state_dict(),
@@ -372,6 +392,8 @@ class Trainer:
             )
         s = self.state
         ckpt.load_weights(self.generator, payload["generator"], "generator weights")
+        if self.generator_ema is not None:
+            ckpt.load_weights(self.generator_ema, payload.get("generator_ema", payload["generator"]), "generator EMA weights")
         ckpt.load_weights(self.discriminator, payload["discriminator"], "discriminator weights")
         s.optimizer_g.load_state_dict(payload["optimizer_g"])
         s.optimizer_d.load_state_dict(payload["optimizer_d"])
@@ -421,7 +443,7 @@ class Trainer:
     def _save_grid(self, name: str) -> None:
         if not self.processes.is_main:
             return
-        images = generate(self.generator, self.fixed_noise)
+        images = generate(self.sampler, self.fixed_noise)
         save_grid(images, self.run_dir / "samples" / name)
         if self.tensorboard is not None:
             self.tensorboard.grid(images, self.step)
@@ -435,7 +457,7 @@ class Trainer:
         save_loss_plot(steps, [r["loss_g"] for r in rows], [r["loss_d"] for r in rows], self.run_dir / "losses.png")
         save_animation(load_grids(self.run_dir / "samples"), self.run_dir / "progress.gif")
         real = np.asarray(self.images.images[self.batches.order(1)[: self.config.n_fixed].numpy()])
-        save_real_vs_fake(real, generate(self.generator, self.fixed_noise), self.run_dir / "real_vs_fake.png")
+        save_real_vs_fake(real, generate(self.sampler, self.fixed_noise), self.run_dir / "real_vs_fake.png")
 
     def _describe(self, total: int) -> None:
         c, per_epoch, world = self.config, len(self.batches), self.processes.world_size
