@@ -57,7 +57,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: this process's GPU when CUDA is available, else the CPU)")
     p.add_argument("--sync-bn", action="store_true", default=None, help="with several processes (torchrun): BatchNorm statistics over the global batch")
     p.add_argument("--dist-timeout", type=float, metavar="SECONDS", help=f"with several processes: how long one waits for the others before the job stops (default {DEFAULTS.dist_timeout:g})")
-    p.add_argument("--ema-decay", type=float, metavar="D", help="keep an exponential moving average of G's weights (e.g. 0.999) and draw grids, samples, eval and exports from it; the D and G steps are unchanged")
+    p.add_argument("--ema-decay", type=float, metavar="D", help="keep an exponential moving average of G's weights (decay per step, between 0 and 1) and draw grids, samples, eval and exports from it; the D and G steps are unchanged")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="numeric precision (default auto: bf16 where the CPU or GPU multiplies bf16 natively, else fp32)")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None, help="keep the NCHW memory layout (default: channels_last, faster)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile each network (a minute of compiling first; then faster steps)")

@@ -89,7 +89,7 @@ class TrainConfig:
     device: Optional[str] = None  # cpu, cuda or cuda:N; None: this process's GPU (cuda:LOCAL_RANK) if CUDA is there, else cpu
     sync_bn: bool = False  # with several processes: BatchNorm statistics over the global batch, not each process's share
     dist_timeout: float = 600.0  # seconds a process waits for the others in a collective before the job stops
-    ema_decay: Optional[float] = None  # keep an EMA of G's weights (e.g. 0.999) for grids, samples, eval and export
+    ema_decay: Optional[float] = None  # keep an EMA of G's weights (decay per step) for grids, samples, eval and export
     # speed (see precision.py for the measurements behind the defaults)
     precision: str = "auto"  # fp32, bf16, fp16 (autocast; fp16 with a GradScaler) or auto: bf16 where the hardware has it
     channels_last: bool = True  # NHWC memory layout: faster convolutions (1.2x measured on CPU at 64x64)
