@@ -31,3 +31,14 @@ def write_png_folder(folder, images: np.ndarray, prefix: str = "img") -> list:
         Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
         paths.append(path)
     return paths
+
+
+def error_line(capsys, argv):
+    """Run the CLI; assert exit status 2 with one line on stderr and no traceback; return that line."""
+    from dcgan.cli import main
+
+    status = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    return err

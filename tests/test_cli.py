@@ -6,17 +6,10 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import error_line
 from dcgan.cli import main
 
 TINY = ["--image-size", "16", "--nz", "8", "--ngf", "4", "--ndf", "4", "--batch-size", "64", "--no-progress"]
-
-
-def _error_line(capsys, argv):
-    status = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert status == 2
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
-    return err
 
 
 @pytest.mark.parametrize(
@@ -33,20 +26,20 @@ def _error_line(capsys, argv):
     ],
 )
 def test_bad_input_gives_one_line_and_status_2(capsys, argv, message):
-    assert message in _error_line(capsys, argv)
+    assert message in error_line(capsys, argv)
 
 
 def test_empty_and_undecodable_folders(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert "no image files" in _error_line(capsys, ["train", "--data", str(tmp_path / "empty")])
+    assert "no image files" in error_line(capsys, ["train", "--data", str(tmp_path / "empty")])
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "a.png").write_bytes(b"garbage")
-    assert "could be decoded" in _error_line(capsys, ["train", "--data", str(tmp_path / "junk")])
+    assert "could be decoded" in error_line(capsys, ["train", "--data", str(tmp_path / "junk")])
 
 
 def test_unwritable_output_folder(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
-    err = _error_line(capsys, ["train", "--data", "fake", "--out", str(tmp_path / "file" / "run")] + TINY)
+    err = error_line(capsys, ["train", "--data", "fake", "--out", str(tmp_path / "file" / "run")] + TINY)
     assert "cannot write to output folder" in err
 
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from conftest import error_line
 from dcgan.cli import main
 from dcgan.config import TrainConfig
 from dcgan.config_file import format_config, load_config_file
@@ -14,14 +15,6 @@ def _write(tmp_path, text, name="run.toml"):
     path = tmp_path / name
     path.write_text(text)
     return path
-
-
-def _error_line(capsys, argv):
-    status = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert status == 2
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
-    return err
 
 
 def test_keys_with_dashes_or_underscores_and_types(tmp_path):
@@ -55,11 +48,11 @@ def test_mistakes_in_the_file(tmp_path, text, message):
 
 
 def test_missing_file_and_bad_values_are_one_line_at_the_cli(tmp_path, capsys):
-    assert "config file not found" in _error_line(capsys, ["train", "--config", str(tmp_path / "none.toml")])
+    assert "config file not found" in error_line(capsys, ["train", "--config", str(tmp_path / "none.toml")])
     path = _write(tmp_path, "epochs = 0\n")
-    assert "epochs must be at least 1" in _error_line(capsys, ["train", "--config", str(path), "--print-config"])
+    assert "epochs must be at least 1" in error_line(capsys, ["train", "--config", str(path), "--print-config"])
     path = _write(tmp_path, "nz = 8.5\n")
-    assert "nz must be an integer" in _error_line(capsys, ["train", "--config", str(path)])
+    assert "nz must be an integer" in error_line(capsys, ["train", "--config", str(path)])
 
 
 def test_flags_override_the_file_and_defaults_do_not(tmp_path, capsys):
@@ -81,7 +74,7 @@ def test_printed_toml_loads_back_to_the_same_config(tmp_path, capsys):
 
 
 def test_print_config_with_resume_is_refused(tmp_path, capsys):
-    assert "a resumed run's is" in _error_line(capsys, ["train", "--resume", str(tmp_path), "--print-config"])
+    assert "a resumed run's is" in error_line(capsys, ["train", "--resume", str(tmp_path), "--print-config"])
 
 
 def test_a_run_from_a_config_file(tmp_path):

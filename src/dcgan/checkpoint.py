@@ -216,10 +216,6 @@ def newest_good(folder: Path, log=print) -> tuple[Path, dict]:
     raise DcganError(f"no loadable checkpoint in {folder}")
 
 
-def model_fields(payload: dict) -> dict:
-    return dict(payload["model"])
-
-
 def capture_rng(generators: dict) -> dict:
     """Every random state: python, numpy, torch CPU (and CUDA), and the given torch.Generators."""
     import random

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .checkpoint import read_file, save_atomic
-from .data import default_cache_dir, preprocess
+from .data import default_cache_dir, preprocess, to_tensor
 from .sources import load_mnist_digits
 
 CLASSIFIER_VERSION = 1  # bump when the architecture or the training recipe changes
@@ -47,7 +47,7 @@ def digits_at_input_size(images: np.ndarray) -> torch.Tensor:
         from PIL import Image
 
         images = np.stack([preprocess(Image.fromarray(image[..., 0]), INPUT_SIZE, 1) for image in images])
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    return to_tensor(images)
 
 
 def train_classifier(images: np.ndarray, labels: np.ndarray, epochs: int = 8, seed: int = 0) -> DigitClassifier:

@@ -378,7 +378,7 @@ class Trainer:
         )
 
     def load_state(self, payload: dict) -> None:
-        if ckpt.model_fields(payload) != vars(self.model_config):
+        if payload["model"] != vars(self.model_config):
             raise DcganError("the checkpoint was made for another model (image size, channels or widths differ)")
         if payload["data"]["count"] != len(self.images):
             raise DcganError(
