@@ -112,6 +112,9 @@ def process_group(timeout_s: float = TrainConfig.dist_timeout) -> Iterator[Proce
         raise DcganError(f"cannot join the process group at {where}: {_first_line(error)}") from None
     try:
         yield current()
+        # leave together: a rank that tears its gloo connections down while another is still writing its
+        # last files can abort the whole job at exit ("terminate called without an active exception")
+        dist.barrier()
     except RuntimeError as error:
         if isinstance(error, getattr(dist, "DistError", ())) or _COMMUNICATION_FAILURE.search(str(error)):
             raise DcganError(
