@@ -25,17 +25,24 @@ EXAMPLES = {
         ("options from a file, one of them overridden", "dcgan train --config celeba.toml --seed 1"),
         ("save the resolved options of a command as such a file", "dcgan train --data digits --epochs 3 --print-config > digits.toml"),
         ("with TensorBoard events in RUN/tb/", "dcgan train --data digits --tensorboard && tensorboard --logdir runs/"),
+        ("score the samples every 5 epochs and at the end; keep checkpoints/best.pt", "dcgan train --data digits --eval-every 5"),
         ("continue an interrupted run", "dcgan train --resume runs/mnist-20261130-120000"),
     ],
     "sample": [
         ("64 images as one grid", "dcgan sample --run runs/mnist-20261130-120000 --n 64 --out grid.png"),
         ("a uint8 array", "dcgan sample --run runs/mnist-20261130-120000 --n 1000 --out samples.npz"),
+        ("from the best evaluation of a run trained with --eval-every", "dcgan sample --run runs/mnist-20261130-120000 --best --out best.png"),
         ("8 walks of 10 steps between the latents of seeds 0..8: walk.png and walk.gif", "dcgan sample --run runs/mnist-20261130-120000 --n 8 --interpolate 10 --out walk.png"),
     ],
     "export": [
         ("ONNX (any batch size; input z, output images)", "dcgan export --run runs/mnist-20261130-120000 --format onnx --out generator.onnx"),
         ("TorchScript, for torch.jit.load or LibTorch", "dcgan export --run runs/mnist-20261130-120000 --format torchscript --out generator.pt"),
         ("the weights with the model config as metadata", "dcgan export --checkpoint runs/mnist-20261130-120000/checkpoints/final.pt --format safetensors --out generator.safetensors"),
+    ],
+    "eval": [
+        ("digit class coverage and confidence of 10,000 samples", "dcgan eval --run runs/mnist-20261130-120000"),
+        ("FID and KID of a colour run (weights file in ~/.cache/dcgan/inception/)", "dcgan eval --run runs/celeba-20261130-120000 --fid --n 5000"),
+        ("the same, with the weights file elsewhere", "dcgan eval --run runs/celeba-20261130-120000 --inception-weights pt_inception-2015-12-05-6726825d.pth"),
     ],
     "report": [
         ("write runs/mnist-20261130-120000/report.html", "dcgan report runs/mnist-20261130-120000"),

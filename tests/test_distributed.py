@@ -51,13 +51,13 @@ def fit_and_save_networks(trainer):
     torch.save(networks, run.parent / f"{run.name}.rank{rank}.pt")
     return run
 
-def faulty_step(state, real, z):
+def faulty_step(state, real, z, **options):
     calls[0] += 1
     if calls[0] == 3 and fault == "crash":
         os._exit(1)
     if calls[0] == 3 and fault == "stall":
         time.sleep(6)  # twice the test's --dist-timeout 3
-    figures = step(state, real, z)
+    figures = step(state, real, z, **options)
     if calls[0] == 3 and fault == "nan":
         with torch.no_grad():
             next(state.generator.parameters()).fill_(float("nan"))
@@ -258,6 +258,22 @@ def test_two_processes_resume_through_torchrun_bitwise_where_they_stopped(two_pr
     for key in ("optimizer_g", "optimizer_d"):
         for slot_a, slot_b in zip(a[key]["state"].values(), b[key]["state"].values()):
             assert all(torch.equal(slot_a[k], slot_b[k]) for k in slot_a)
+
+
+def test_spectral_norm_and_r1_with_two_processes_match_one_process_with_the_global_batch(tmp_path):
+    # spectral norm's u, v buffers are the same on every rank (they depend on the weights only), and R1's
+    # double backward runs inside no_sync, so DDP reduces its gradient with the rest of D's
+    stabilisers = ["--spectral-norm", "--r1", "1", "--r1-every", "2", "--no-progress", "--max-steps", "4"]
+    argv = ["-m", "dcgan", "train", *TWO_PROCESSES, *stabilisers, "--out", str(tmp_path / "two")]
+    two = _torchrun(argv, tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    changes = {"batch_size": 16, "max_steps": 4, "spectral_norm": True, "r1": 1.0, "r1_every": 2, "out": str(tmp_path / "one")}
+    config = TrainConfig(**{**TINY, **changes})
+    one = Trainer(config, log=lambda m: None).fit()
+    a, b = ckpt.read_file(one / "checkpoints" / "final.pt"), ckpt.read_file(tmp_path / "two" / "checkpoints" / "final.pt")
+    for net in ("generator", "discriminator"):
+        for key in a[net]:
+            torch.testing.assert_close(b[net][key], a[net][key], rtol=1e-5, atol=1e-6, msg=f"{net} {key}")
 
 
 # ---------------------------------------------------------------- a rank that fails

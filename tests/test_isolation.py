@@ -25,7 +25,7 @@ def test_checking_every_step_passes_and_changes_nothing(tmp_path):
     assert _rows(checked) == _rows(plain)
 
 
-def _undetached_d_step(state, real, z):
+def _undetached_d_step(state, real, z, r1_gamma=0.0):
     """The tutorial's D step with the detach forgotten: its backward reaches G."""
     D = state.discriminator
     D.zero_grad(set_to_none=True)

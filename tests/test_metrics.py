@@ -6,7 +6,14 @@ import pytest
 
 from dcgan.classifier import predict, train_classifier
 from dcgan.evaluate import score_images
-from dcgan.metrics import digit_stats, frechet_distance, kernel_inception_distance, kl_to_uniform, stacked_stats
+from dcgan.metrics import (
+    digit_stats,
+    frechet_distance,
+    frechet_distance_of_features,
+    kernel_inception_distance,
+    kl_to_uniform,
+    stacked_stats,
+)
 from dcgan.sources import load_mnist_digits
 
 
@@ -43,6 +50,17 @@ def test_frechet_distance_matches_a_direct_computation():
     ours = frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
     assert ours == pytest.approx(_reference_fid(x, y), rel=1e-6)
     assert frechet_distance(x.mean(0), np.cov(x, rowvar=False), x.mean(0), np.cov(x, rowvar=False)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_frechet_distance_of_few_features_in_many_dimensions_is_exact():
+    """Fewer samples than dimensions, as in a small FID: the subspace shortcut agrees with the full formula."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(12, 60))
+    y = rng.normal(loc=0.2, size=(9, 60)) @ rng.normal(scale=0.3, size=(60, 60))
+    assert frechet_distance_of_features(x, y) == pytest.approx(_reference_fid(x, y), rel=1e-6)
+    assert frechet_distance_of_features(x, x + 1.5) == pytest.approx(60 * 1.5**2, rel=1e-6)  # a shift: the mean term alone
+    big = rng.normal(size=(80, 6))  # more samples than dimensions: the plain formula
+    assert frechet_distance_of_features(big, big[::-1] * 2) == pytest.approx(_reference_fid(big, big * 2), rel=1e-6)
 
 
 def _slow_kid(x, y):

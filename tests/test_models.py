@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from dcgan.checkpoint import infer_discriminator_config, infer_generator_config, load_network_weights, load_weights
-from dcgan.config import VALID_IMAGE_SIZES, ModelConfig
+from dcgan.config import VALID_IMAGE_SIZES, ModelConfig, TrainConfig
 from dcgan.errors import DcganError
 from dcgan.models import Discriminator, Generator, build_models
 
@@ -142,3 +142,70 @@ def test_tutorial_netg_samples_and_warm_starts_through_the_cli(tmp_path, capsys)
     assert "generator initialised from" in capsys.readouterr().out
     trained = read_file(tmp_path / "run" / "checkpoints" / "step_00000000.pt")["generator"]  # saved before the first step
     assert all(torch.equal(trained[k], v) for k, v in netG.state_dict().items())
+
+
+# ---------------------------------------------------------------- stabilisers that change D: spectral norm, pack
+
+
+def _conv_layout(state_dict):
+    """main.N of every conv weight, whether spectral norm parametrises it (main.N.parametrizations.weight.original) or not."""
+    return sorted(k.split(".weight")[0].split(".parametrizations")[0] for k, v in state_dict.items() if v.ndim == 4)
+
+
+def test_spectral_norm_keeps_the_layout_and_holds_each_conv_at_unit_singular_value():
+    from dcgan.step import GanState, train_step
+
+    torch.manual_seed(0)
+    config = ModelConfig(image_size=16, channels=1, nz=8, ngf=8, ndf=8, spectral_norm=True)
+    generator, discriminator = build_models(config)
+    plain = Discriminator(ModelConfig(image_size=16, channels=1, nz=8, ngf=8, ndf=8))
+    assert isinstance(discriminator.main[3], nn.Identity) and isinstance(plain.main[3], nn.BatchNorm2d)  # BN's index kept
+    assert _conv_layout(discriminator.state_dict()) == _conv_layout(plain.state_dict())
+    assert "main.0.parametrizations.weight.0._u" in discriminator.state_dict()  # power-iteration vectors: saved buffers
+    assert abs(discriminator.main[2].parametrizations.weight.original.std().item() - 0.02) < 0.005  # DCGAN init, drawn raw
+    optimizer_g, optimizer_d = (torch.optim.Adam(m.parameters(), 1e-2) for m in (generator, discriminator))
+    state = GanState(generator, discriminator, optimizer_g, optimizer_d)
+    for seed in range(8):  # a large lr, so that the power iteration has moving weights to follow
+        g = torch.Generator().manual_seed(seed)
+        train_step(state, torch.rand(8, 1, 16, 16, generator=g) * 2 - 1, torch.randn(8, 8, 1, 1, generator=g))
+    discriminator.eval()  # reads the weight with the stored u, v, without a further iteration
+    for conv in (m for m in discriminator.modules() if isinstance(m, nn.Conv2d)):
+        sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2).item()
+        assert sigma == pytest.approx(1.0, abs=0.05)
+
+
+def test_pack_groups_consecutive_images_and_refuses_a_batch_it_cannot_split():
+    torch.manual_seed(0)
+    _, discriminator = build_models(ModelConfig(image_size=16, channels=3, nz=8, ngf=4, ndf=4, pack=2))
+    assert discriminator.main[0].in_channels == 6
+    discriminator.eval()  # BatchNorm's running statistics: no coupling across the batch
+    images = torch.randn(8, 3, 16, 16)
+    logits = discriminator(images)
+    assert logits.shape == (4,)
+    changed = images.clone()
+    changed[3] += 1  # image 3 is in group 1 (images 2 and 3)
+    assert (discriminator(changed) != logits).tolist() == [False, True, False, False]
+    with pytest.raises(DcganError, match="a batch of 7 images cannot be packed in groups of 2"):
+        discriminator(images[:7])
+    with pytest.raises(DcganError, match="batch_size 9 is not a multiple of pack 2"):
+        TrainConfig(batch_size=9, pack=2)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"spectral_norm": True}, "netD come from a discriminator without spectral norm, and this one has it \\(--spectral-norm"),
+        ({"pack": 2}, "netD take 3 input channels, and this discriminator 6: 2 packed image\\(s\\) of 3 \\(--pack\\)"),
+    ],
+)
+def test_a_tutorial_netd_does_not_fit_a_spectral_norm_or_packed_d_and_says_why(change, message):
+    netD = TutorialDiscriminator(ndf=8)
+    discriminator = Discriminator(ModelConfig(image_size=64, channels=3, ndf=8, **change))
+    with pytest.raises(DcganError, match=message):
+        load_weights(discriminator, netD.state_dict(), "netD")
+    load_weights(Discriminator(ModelConfig(image_size=64, channels=3, ndf=8)), netD.state_dict(), "netD")  # the default D fits
+
+
+def test_model_configs_saved_before_the_stabilisers_still_load():
+    old = {k: v for k, v in vars(ModelConfig(image_size=32, channels=1)).items() if k not in ("spectral_norm", "pack")}
+    assert ModelConfig(**old) == ModelConfig(image_size=32, channels=1)

@@ -260,9 +260,9 @@ def _poison(monkeypatch, bad_calls):
     """Make the listed train_step calls (1-based, counted across retries) blow G's weights up to NaN."""
     real_step, calls = dcgan.train.train_step, {"n": 0}
 
-    def step(state, real, z):
+    def step(state, real, z, **options):
         calls["n"] += 1
-        figures = real_step(state, real, z)
+        figures = real_step(state, real, z, **options)
         if calls["n"] in bad_calls:
             with torch.no_grad():
                 next(state.generator.parameters()).fill_(float("nan"))

@@ -2,8 +2,10 @@
 
 import math
 
+import pytest
 import torch
 
+from dcgan.augment import make_augment
 from dcgan.config import ModelConfig
 from dcgan.models import build_models
 from dcgan.step import FIGURE_NAMES, GanState, discriminator_step, generator_step, train_step
@@ -102,3 +104,38 @@ def test_same_seed_same_step():
     batch = _batch(7)
     assert torch.equal(train_step(a, *batch), train_step(b, *batch))
     assert _same(_params(a.generator), _params(b.generator))
+
+
+# ---------------------------------------------------------------- the stabilisers keep the discipline
+
+STABILISERS = {
+    "hinge": ({}, {"loss": "hinge"}, 0.0),
+    "ls": ({}, {"loss": "ls"}, 0.0),
+    "spectral_norm": ({"spectral_norm": True}, {}, 0.0),
+    "pack": ({"pack": 2}, {}, 0.0),
+    "diffaug": ({}, {"augment": make_augment("color,translation,cutout")}, 0.0),
+    "r1": ({}, {}, 10.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STABILISERS))
+def test_each_stabiliser_keeps_the_detach_discipline(name):
+    model_changes, state_changes, r1_gamma = STABILISERS[name]
+    torch.manual_seed(0)
+    generator, discriminator = build_models(ModelConfig(image_size=16, channels=1, nz=8, ngf=4, ndf=4, **model_changes))
+    optimizer_g, optimizer_d = (torch.optim.Adam(m.parameters(), 2e-4, betas=(0.5, 0.999)) for m in (generator, discriminator))
+    state = GanState(generator, discriminator, optimizer_g, optimizer_d, **state_changes)
+    real, z = _batch(1)
+    g_params = _params(generator)
+
+    fake, _ = discriminator_step(state, real, z, r1_gamma)
+    assert _same(_params(generator), g_params) and all(p.grad is None for p in generator.parameters())
+    assert fake.grad_fn is not None  # G's graph survived
+    d_params = _params(discriminator)
+    generator_step(state, fake)  # reuses fake: a second pass through G's graph
+    assert _same(_params(discriminator), d_params)
+    assert not _same(_params(generator), g_params)
+    if not model_changes:  # from the same weights and batch, the default step updates D otherwise
+        plain = _state()
+        discriminator_step(plain, real, z)
+        assert not _same(_params(plain.discriminator), d_params)

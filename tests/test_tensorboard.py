@@ -50,3 +50,18 @@ def test_missing_tensorboard_is_one_line_before_anything_is_made(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert status == 2 and len(err.splitlines()) == 1 and "--tensorboard needs the tensorboard package" in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.skipif(not HAVE_TENSORBOARD, reason="tensorboard is not installed: pip install tensorboard (it is in the test extra)")
+def test_evaluation_rows_are_grouped_under_eval(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from dcgan.tensorboard_log import TensorBoardLog
+
+    log = TensorBoardLog(tmp_path / "tb")
+    log.scalars([{"step": 7, "epoch": 1, "eval_n": 50, "eval_confident": 0.5, "eval_kl_uniform": 0.25}])  # a stats.jsonl evaluation row
+    log.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert {"eval/confident", "eval/kl_uniform"} <= set(events.Tags()["scalars"]) and "eval/n" not in events.Tags()["scalars"]
+    assert [(e.step, e.value) for e in events.Scalars("eval/confident")] == [(7, 0.5)]

@@ -5,6 +5,7 @@ A checkpoint is a dict of tensors and plain data (saved with `torch.save`, loade
 
     format, version, model (ModelConfig fields), config (TrainConfig fields), step, epoch,
     generator, discriminator, optimizer_g, optimizer_d (state_dicts), fixed_noise, rng
+    best (with --eval-every): {metric, value, step, epoch, n} of the best evaluation so far
 
 Weights-only files from the PyTorch DCGAN tutorial or the pytorch/examples script (a bare netG or
 netD state_dict, keys `main.0.weight`, ...) load too; the architecture is read off their shapes.
@@ -16,15 +17,17 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
 from . import __version__
 from .config import ModelConfig
 from .errors import DcganError
+from .models import Discriminator
 
 FORMAT = "dcgan-checkpoint-1"
+BEST_NAME = "best.pt"  # the checkpoint at the best evaluation (--eval-every): never rotated, never resumed from
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile wrappers
 
 
@@ -129,6 +132,25 @@ def infer_discriminator_config(state_dict: dict) -> ModelConfig:
     return ModelConfig(image_size, channels, 100, 64, ndf, max_mult)
 
 
+def _discriminator_mismatch(module: torch.nn.Module, state_dict: dict) -> Optional[str]:
+    """Why D weights do not fit, when the reason is --spectral-norm or --pack (a tutorial netD has neither)."""
+    if not isinstance(module, Discriminator):
+        return None
+    config, spectral = module.config, any(".parametrizations." in k for k in state_dict)
+    if spectral != config.spectral_norm:
+        ours = "has it" if config.spectral_norm else "has none"
+        theirs = "with" if spectral else "without"
+        return f"come from a discriminator {theirs} spectral norm, and this one {ours} (--spectral-norm)"
+    first = state_dict.get("main.0.parametrizations.weight.original", state_dict.get("main.0.weight"))
+    packed = config.channels * config.pack
+    if first is not None and first.ndim == 4 and first.shape[1] != packed and (config.pack > 1 or first.shape[1] not in (1, 3)):
+        return (
+            f"take {first.shape[1]} input channels, and this discriminator {packed}: "
+            f"{config.pack} packed image(s) of {config.channels} (--pack)"
+        )
+    return None
+
+
 def load_weights(module: torch.nn.Module, state_dict: dict, what: str) -> None:
     """load_state_dict with one readable line for a mismatch (wrong size, channels, or network)."""
     state_dict = strip_wrappers(state_dict)
@@ -136,6 +158,9 @@ def load_weights(module: torch.nn.Module, state_dict: dict, what: str) -> None:
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
     wrong = [k for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
+    variant = _discriminator_mismatch(module, state_dict) if missing or unexpected or wrong else None
+    if variant:
+        raise DcganError(f"{what} {variant}: train D like the run that made them, or start it afresh")
     if missing or unexpected or wrong:
         detail = (
             f"shape of {wrong[0]} is {tuple(state_dict[wrong[0]].shape)}, expected {tuple(own[wrong[0]].shape)}"
@@ -199,12 +224,16 @@ def save_run_checkpoint(payload: dict, folder: Path, name: str, keep: int) -> Pa
 
 
 def newest_good(folder: Path, log=print) -> tuple[Path, dict]:
-    """The most recently written checkpoint in `folder` that loads (a damaged newest one is skipped)."""
+    """The most recently written checkpoint in `folder` that loads (a damaged newest one is skipped).
+
+    best.pt is left out: it is an older state kept for its samples, and a run goes on from its newest.
+    """
     if not folder.is_dir():
         raise DcganError(f"no checkpoints folder in {folder.parent}")
     for leftover in folder.glob(".*.tmp"):  # a save that was killed half-way
         leftover.unlink()
-    files = sorted((p for p in folder.glob("*.pt") if not p.is_symlink()), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    candidates = (p for p in folder.glob("*.pt") if not p.is_symlink() and p.name != BEST_NAME)
+    files = sorted(candidates, key=lambda p: p.stat().st_mtime_ns, reverse=True)
     for path in files:
         try:
             payload = read_file(path)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import why_detach_cli
-from .config import TrainConfig
+from .config import LOSSES, TrainConfig
 from .errors import DcganError
 
 DEFAULTS = TrainConfig()
@@ -58,11 +58,43 @@ def _train_parser(sub) -> None:
     p.add_argument("--sync-bn", action="store_true", default=None, help="with several processes (torchrun): BatchNorm statistics over the global batch")
     p.add_argument("--dist-timeout", type=float, metavar="SECONDS", help=f"with several processes: how long one waits for the others before the job stops (default {DEFAULTS.dist_timeout:g})")
     p.add_argument("--ema-decay", type=float, metavar="D", help="keep an exponential moving average of G's weights (decay per step, between 0 and 1) and draw grids, samples, eval and exports from it; the D and G steps are unchanged")
+    s = p.add_argument_group("stabilisers", "Each is off by default, giving the tutorial's training; see README.md, Stabilisers.")
+    s.add_argument("--loss", choices=LOSSES, help=(
+        "the adversarial loss on D's output D(.) (a logit). bce (default, the tutorial's): the D step minimises "
+        "-log sigmoid(D(x)) - log(1 - sigmoid(D(G(z)))), the G step -log sigmoid(D(G(z))). hinge: the D step minimises "
+        "mean(relu(1 - D(x))) + mean(relu(1 + D(G(z)))), the G step -mean(D(G(z))). ls (least squares): the D step "
+        "minimises 0.5 mean((D(x) - 1)^2) + 0.5 mean(D(G(z))^2), the G step 0.5 mean((D(G(z)) - 1)^2). "
+        "The real_label/fake_label config keys apply to bce only"))  # fmt: skip
+    s.add_argument("--spectral-norm", action="store_true", default=None, help=(
+        "SN-GAN's discriminator: every conv weight of D is divided by its largest singular value (one power iteration "
+        "at each of D's forward passes, in the D step and the G step) and D has no BatchNorm; so both steps train "
+        "against that D. G is unchanged. A tutorial netD .pth does not fit it"))  # fmt: skip
+    s.add_argument("--pack", type=int, metavar="K", help=(
+        "PacGAN: D judges groups of K images stacked along the channels (its first conv takes K x channels) and gives "
+        "one output per group; the D step groups the real batch and the fake batch, the G step the same fakes, and each "
+        "loss averages over the groups. --batch-size must be a multiple of K (default 1: one image at a time)"))  # fmt: skip
+    s.add_argument("--diffaug", metavar="POLICY", help=(
+        "DiffAugment: augment every image D sees, with POLICY a comma-separated list of color, translation, cutout: "
+        "the real batch and the detached fakes in the D step, and the fakes in the G step, where G's gradient flows "
+        "back through the augmentation. New draws each time, from the stream --seed fixes (default: none)"))  # fmt: skip
+    s.add_argument("--r1", type=float, metavar="GAMMA", help=(
+        "R1 penalty: on the D steps chosen by --r1-every, D's loss gains GAMMA/2 x the mean over the real inputs x of D "
+        "(images; groups with --pack) of ||grad_x D(x)||^2, times --r1-every; the G step is unchanged. Not with --compile "
+        "(default 0: off)"))  # fmt: skip
+    s.add_argument("--r1-every", type=int, metavar="N", help=f"lazy R1: --r1 on every N-th D step only, N times as strong (default {DEFAULTS.r1_every})")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="numeric precision (default auto: bf16 where the CPU or GPU multiplies bf16 natively, else fp32)")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None, help="keep the NCHW memory layout (default: channels_last, faster)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile each network (a minute of compiling first; then faster steps)")
     p.add_argument("--check-isolation", type=int, metavar="N", help="every N steps, verify that the D step left G's weights and gradients untouched and the G step left D's weights; stop if not")
     p.add_argument("--tensorboard", action="store_true", default=None, help="also log figures, sample grids and weight histograms to RUN/tb/ (needs tensorboard)")
+    p.add_argument("--eval-every", type=int, metavar="K", help="every K epochs and at the end, score the samples as dcgan eval does (rows in stats.jsonl and eval.jsonl) and keep checkpoints/best.pt")
+    p.add_argument("--eval-n", type=int, metavar="N", help="samples per evaluation during training (default 2,000; 5,000 for stacked-mnist)")
+    p.add_argument("--best-metric", metavar="NAME", help="the metric that picks best.pt: confident, classes_present, modes (stacked-mnist) (higher is better) or kl_uniform (lower is better) (default: confident; kl_uniform for stacked-mnist)")
+    p.add_argument(
+        "--preset", choices=("tutorial", "stable"),
+        help="start from a named set of options: tutorial (the PyTorch DCGAN tutorial exactly: 64x64, widths 64, 5 epochs, fp32) "
+        "or stable (the best settings measured; see the README); --config and flags override it",
+    )  # fmt: skip
     p.add_argument("--config", metavar="FILE", help="a TOML file of options (keys: the option names, or TrainConfig fields); flags given here override it")
     p.add_argument("--print-config", nargs="?", const="toml", choices=("toml", "json"), help="print the resolved configuration (default TOML, loadable by --config) and exit")
 
@@ -70,14 +102,27 @@ def _train_parser(sub) -> None:
 def _eval_parser(sub) -> None:
     p = sub.add_parser(
         "eval",
-        help="score a run's samples offline with the digit classifier",
+        help="score a run's samples offline: the digit classifier, and FID/KID with --fid",
         description="Score a run's newest generator: digit class coverage and confidence (grayscale digit runs), "
-        "or modes out of 1000 and KL to uniform (stacked-mnist runs). Appends to RUN/eval.jsonl.",
+        "or modes out of 1000 and KL to uniform (stacked-mnist runs); with --fid also FID and KID against the run's "
+        "training images (any run, colour ones too). Appends to RUN/eval.jsonl.",
         epilog="example: dcgan eval --run runs/mnist-20261130-120000 --n 10000",
     )
     p.add_argument("--run", required=True, help="run folder")
     p.add_argument("--n", type=int, help="samples to score (default 10,000; 26,000 for stacked-mnist, the papers' protocol)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument(
+        "--fid", action="store_true",
+        help="also FID and KID on Inception pool features, against up to N of the run's training images (the only metric "
+        "of colour runs). Needs pytorch-fid's weights file pt_inception-2015-12-05-6726825d.pth, which you fetch yourself: "
+        "see --inception-weights. Slow on a CPU: about 0.5 s an image measured on 2 cores (6 GFLOP at 299x299)",
+    )  # fmt: skip
+    p.add_argument(
+        "--inception-weights", metavar="PATH",
+        help="that weights file (implies --fid) (default: the pt_inception-2015-12-05-*.pth in $DCGAN_CACHE/inception/, "
+        "else ~/.cache/dcgan/inception/)",
+    )  # fmt: skip
+    p.add_argument("--device", help="where the generator and Inception run: cpu, cuda or cuda:N (default cpu)")
 
 
 def _sample_parser(sub) -> None:
@@ -89,6 +134,7 @@ def _sample_parser(sub) -> None:
     )
     p.add_argument("--run", help="run folder (its checkpoints/final.pt, else the newest checkpoint)")
     p.add_argument("--checkpoint", help="a checkpoint file, or a weights-only netG .pth from the PyTorch tutorial, or a dcgan export .safetensors")
+    p.add_argument("--best", action="store_true", help="with --run: its checkpoints/best.pt, the best evaluation of a run trained with --eval-every")
     p.add_argument("--n", type=int, default=64, help="number of images (default 64)")
     p.add_argument("--out", required=True, help="a .png (one grid), a .npz (uint8 array), or a folder (one PNG each)")
     p.add_argument("--format", choices=("png", "npz"), help="png or npz (default: from --out)")
@@ -145,9 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _TRAIN_FIELDS = (
-    "data", "image_size", "channels", "epochs", "max_steps", "min_steps", "batch_size", "lr", "beta1", "nz", "ngf", "ndf",
+    "preset", "data", "image_size", "channels", "epochs", "max_steps", "min_steps", "batch_size", "lr", "beta1", "nz", "ngf", "ndf",
     "seed", "out", "cache_dir", "log_every", "checkpoint_every", "keep", "max_retries", "init_g", "init_d", "progress",
     "tensorboard", "device", "sync_bn", "dist_timeout", "check_isolation", "precision", "channels_last", "compile", "ema_decay",
+    "eval_every", "eval_n", "best_metric",
+    "loss", "spectral_norm", "pack", "diffaug", "r1", "r1_every",
 )  # fmt: skip
 
 
@@ -157,11 +205,14 @@ def given_train_options(args: argparse.Namespace) -> dict:
 
 
 def train_options(args: argparse.Namespace) -> dict:
-    """The --config file's values, overridden by the flags given."""
+    """A --preset's values, overridden by the --config file's, overridden by the flags given."""
     from .config_file import load_config_file
+    from .presets import preset_options
 
     from_file = load_config_file(Path(args.config)) if args.config else {}
-    return {**from_file, **given_train_options(args)}
+    given = given_train_options(args)
+    preset = given.get("preset", from_file.get("preset"))
+    return {**(preset_options(preset) if preset else {}), **from_file, **given}
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -197,6 +248,14 @@ def _sample(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise DcganError(f"--n must be at least 1, not {args.n}")
+    if args.best:
+        from .checkpoint import BEST_NAME
+
+        if not args.run or args.checkpoint:
+            raise DcganError("--best picks a run's checkpoints/best.pt: give --run RUN, and no --checkpoint")
+        args.checkpoint = str(Path(args.run) / "checkpoints" / BEST_NAME)
+        if not Path(args.checkpoint).is_file():
+            raise DcganError(f"no {args.checkpoint}: only runs trained with --eval-every keep a best checkpoint")
     generator = load_generator(Path(args.run) if args.run else None, Path(args.checkpoint) if args.checkpoint else None)
     if args.interpolate is not None:
         from .sample import interpolation_latents, save_interpolation
@@ -230,12 +289,16 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from .distributed import current, resolve_device
     from .evaluate import evaluate_run
     from .metrics import summary_line
 
     if args.n is not None and args.n < 2:
         raise DcganError(f"--n must be at least 2, not {args.n}")
-    result = evaluate_run(Path(args.run), args.n, args.seed)
+    weights = Path(args.inception_weights) if args.inception_weights else None
+    device = resolve_device(args.device or "cpu", current())
+    fid = args.fid or weights is not None
+    result = evaluate_run(Path(args.run), args.n, args.seed, fid=fid, inception_weights=weights, device=device)
     print(summary_line(result))
     print(f"appended to {Path(args.run) / 'eval.jsonl'}")
     return 0

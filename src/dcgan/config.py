@@ -26,6 +26,21 @@ def check_image_size(size: int) -> None:
         raise DcganError(f"image size {size} is not supported: choose one of {valid}")
 
 
+LOSSES = ("bce", "hinge", "ls")  # the adversarial losses of losses.py
+DIFFAUG_POLICIES = ("color", "translation", "cutout")  # the DiffAugment operations of augment.py
+
+
+def parse_diffaug(policy: str) -> tuple[str, ...]:
+    """'color,translation' -> ('color', 'translation'); one line naming an unknown or repeated part."""
+    names = tuple(part.strip() for part in policy.split(","))
+    for name in names:
+        if name not in DIFFAUG_POLICIES:
+            raise DcganError(f"unknown DiffAugment policy '{name}': use a comma-separated list of {', '.join(DIFFAUG_POLICIES)}")
+    if len(set(names)) != len(names):
+        raise DcganError(f"DiffAugment policy '{policy}' names an augmentation twice")
+    return names
+
+
 def check_channels(channels: int) -> None:
     if channels not in (1, 3):
         raise DcganError(f"channels must be 1 (grayscale) or 3 (colour), not {channels}")
@@ -39,11 +54,13 @@ class ModelConfig:
     ngf: int = 64  # generator feature maps in its last hidden layer (scaled up towards the input)
     ndf: int = 64  # discriminator feature maps in its first layer (scaled up towards the output)
     max_mult: int = 8  # cap on the feature-map multiplier; the tutorial reaches 8 at 64x64
+    spectral_norm: bool = False  # D: spectral norm on every conv, no BatchNorm (SN-GAN); False: the tutorial's D
+    pack: int = 1  # D judges this many images at once, stacked along the channels (PacGAN); 1: one at a time
 
     def __post_init__(self) -> None:
         check_image_size(self.image_size)
         check_channels(self.channels)
-        for name in ("nz", "ngf", "ndf", "max_mult"):
+        for name in ("nz", "ngf", "ndf", "max_mult", "pack"):
             if getattr(self, name) < 1:
                 raise DcganError(f"{name} must be a positive integer, not {getattr(self, name)}")
 
@@ -55,6 +72,7 @@ class TrainConfig:
     image_size: Optional[int] = None  # None: the source's natural size (32 for digit sets, 64 otherwise)
     channels: Optional[int] = None  # None: the source's own (1 for digit sets, 3 for photos); 1 or 3 converts
     cache_dir: Optional[str] = None  # decoded-image cache folder; None: $DCGAN_CACHE or ~/.cache/dcgan
+    preset: Optional[str] = None  # the named bundle of settings (presets.py) the other fields started from; informational
     # model
     nz: int = 100  # latent vector length
     ngf: Optional[int] = None  # generator width; None: 64 (the tutorial's) from 64x64 up, 32 below
@@ -67,8 +85,15 @@ class TrainConfig:
     lr: float = 2e-4  # Adam learning rate for both networks
     beta1: float = 0.5  # Adam beta1 (the tutorial lowers it from 0.9 for stability)
     beta2: float = 0.999  # Adam beta2
-    real_label: float = 1.0  # BCE target for real images (and for fakes in the G step)
-    fake_label: float = 0.0  # BCE target for fakes in the D step
+    real_label: float = 1.0  # BCE target for real images (and for fakes in the G step); bce loss only
+    fake_label: float = 0.0  # BCE target for fakes in the D step; bce loss only
+    # stabilisers (losses.py, augment.py, models.py); the defaults are the tutorial's training
+    loss: str = "bce"  # adversarial loss: bce (the tutorial's non-saturating BCE), hinge, or ls (least squares)
+    spectral_norm: bool = False  # spectral norm on D's convs, and no BatchNorm in D (SN-GAN)
+    pack: int = 1  # D judges groups of this many images stacked along the channels (PacGAN); divides batch_size
+    diffaug: Optional[str] = None  # DiffAugment policy for every image D sees: comma-separated color, translation, cutout
+    r1: float = 0.0  # R1 penalty weight gamma: gamma/2 E||grad_x D(x)||^2 on real x in the D step; 0: off
+    r1_every: int = 16  # lazy R1: apply it on every N-th D step only, N times as strong (StyleGAN2)
     drop_last: bool = True  # drop the last short batch of an epoch so every step sees batch_size images
     init_g: Optional[str] = None  # warm start G from a checkpoint or a tutorial-layout netG .pth
     init_d: Optional[str] = None  # warm start D from a checkpoint or a tutorial-layout netD .pth
@@ -81,6 +106,10 @@ class TrainConfig:
     keep: int = 3  # periodic checkpoints kept besides final.pt
     progress: bool = True  # show a progress bar on the console
     tensorboard: bool = False  # also write figures, fixed-noise grids and weight histograms to RUN/tb/ (needs tensorboard)
+    # evaluation during training (evaluate.py): the `dcgan eval` metrics of the sampling generator, and checkpoints/best.pt
+    eval_every: Optional[int] = None  # epochs between evaluations, plus one at the end of the run; None: no evaluation
+    eval_n: Optional[int] = None  # samples per evaluation; None: 2,000 for digit runs, 5,000 for stacked-mnist
+    best_metric: Optional[str] = None  # the metric that picks best.pt; None: confident (digits), kl_uniform (stacked-mnist)
     # divergence guard: roll back to the last good checkpoint and retry with a new data order
     max_retries: int = 3  # rollbacks allowed before the run stops
     collapse_threshold: float = 1e-4  # D(G(z)) below this counts as a collapsed discriminator step
@@ -101,7 +130,8 @@ class TrainConfig:
             check_image_size(self.image_size)
         if self.channels is not None:
             check_channels(self.channels)
-        positive = ("nz", "ngf", "ndf", "batch_size", "epochs", "max_steps", "n_fixed", "log_every", "checkpoint_every", "check_isolation")
+        positive = ("nz", "ngf", "ndf", "batch_size", "epochs", "max_steps", "n_fixed", "log_every", "checkpoint_every",
+                    "check_isolation", "pack", "r1_every")  # fmt: skip
         for name in positive:
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -109,8 +139,15 @@ class TrainConfig:
         for name in ("keep", "max_retries", "collapse_steps", "min_steps"):
             if getattr(self, name) < 0:
                 raise DcganError(f"{name} must be 0 or more, not {getattr(self, name)}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise DcganError(f"eval_every must be at least 1 (epochs), not {self.eval_every}")
+        if self.eval_n is not None and self.eval_n < 2:
+            raise DcganError(f"eval_n must be at least 2 samples, not {self.eval_n}")
+        if self.eval_every is None and (self.eval_n is not None or self.best_metric is not None):
+            raise DcganError("eval_n and best_metric set how evaluation during training works: add eval_every (--eval-every K)")
         if not self.lr > 0:
             raise DcganError(f"lr must be positive, not {self.lr}")
+        self._check_stabilisers()
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise DcganError(f"ema_decay must lie between 0 and 1, not {self.ema_decay}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
@@ -120,11 +157,27 @@ class TrainConfig:
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise DcganError("Adam betas must lie in [0, 1)")
 
+    def _check_stabilisers(self) -> None:
+        if self.loss not in LOSSES:
+            raise DcganError(f"unknown loss '{self.loss}': use {', '.join(LOSSES)}")
+        if self.batch_size % self.pack:
+            raise DcganError(f"batch_size {self.batch_size} is not a multiple of pack {self.pack}: D judges groups of pack images")
+        if self.pack > 1 and not self.drop_last:
+            raise DcganError("pack needs drop_last: a short last batch might not split into groups of pack images")
+        if self.diffaug is not None:
+            parse_diffaug(self.diffaug)
+        if not 0 <= self.r1 < float("inf"):
+            raise DcganError(f"r1 (gamma) must be 0 (off) or a positive number, not {self.r1}")
+        if self.r1 and self.compile:  # R1 differentiates a gradient, which torch.compile cannot (double backward)
+            raise DcganError("r1 needs the gradient of a gradient, which torch.compile does not support: drop compile or r1")
+
     def model(self) -> ModelConfig:
         """The architecture; call after image_size, channels and the widths are resolved."""
         if None in (self.image_size, self.channels, self.ngf, self.ndf):
             raise ValueError("resolve image_size, channels, ngf and ndf before building the model")
-        return ModelConfig(self.image_size, self.channels, self.nz, self.ngf, self.ndf)
+        return ModelConfig(
+            self.image_size, self.channels, self.nz, self.ngf, self.ndf, spectral_norm=self.spectral_norm, pack=self.pack
+        )
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

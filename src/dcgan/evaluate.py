@@ -2,8 +2,13 @@
 
     grayscale runs (mnist, digits, IDX digits)  -> digit_stats over N samples (default 10,000)
     stacked-mnist runs                          -> stacked_stats over N samples (default 26,000, the papers' protocol)
+    with --fid, any run (colour ones too)       -> also fid, kid, kid_std, n_real against up to N training images (fid.py)
 
 Results are printed and appended to RUN/eval.jsonl, one JSON object a line.
+
+`dcgan train --eval-every K` scores the generator the same way (`score_generator`) every K epochs,
+on fewer samples (TRAINING_SAMPLES), and keeps the checkpoint with the best `--best-metric`
+(BEST_METRIC by default; HIGHER_IS_BETTER says which way is better); see train.py.
 """
 
 from __future__ import annotations
@@ -14,22 +19,37 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 
 from .classifier import load_classifier, predict
 from .errors import DcganError
+from .fid import FidReference, fid_reference
 from .metrics import digit_stats, stacked_stats
 from .run_files import read_config
+from .models import Generator
 from .sample import generate, latent, load_generator
 
 DEFAULT_SAMPLES = {"digits": 10_000, "stacked": 26_000}
+DEFAULT_FID_SAMPLES = 10_000  # colour runs, scored by FID/KID alone: the usual FID-10k (the papers' 50k is slow on a CPU)
+TRAINING_SAMPLES = {"digits": 2_000, "stacked": 5_000}  # per evaluation during training: cheap, and the same z each time
+KIND_METRICS = {"digits": ("classes_present", "confident", "kl_uniform"), "stacked": ("modes", "kl_uniform", "confident")}
+BEST_METRIC = {"digits": "confident", "stacked": "kl_uniform"}  # --best-metric default: clear digits; even cover of the 1000 modes
+# --best-metric: which way is better for each number an evaluation can report (fid and kid when it reports them)
+HIGHER_IS_BETTER = {"classes_present": True, "confident": True, "modes": True, "kl_uniform": False, "fid": False, "kid": False}
 
 
-def metric_kind(data: str, channels: int) -> str:
+def metric_kind(data: str, channels: int, fid: bool = False) -> Optional[str]:
+    """The classifier metric of the data: digits, stacked, or None for colour data scored by FID/KID alone (fid=True)."""
     if data == "stacked-mnist":
         return "stacked"
     if channels == 1:
         return "digits"
-    raise DcganError(f"no offline metric for colour data ({data}) yet: the digit metrics need grayscale or stacked-mnist runs")
+    if fid:
+        return None
+    raise DcganError(
+        f"no classifier metric for colour data ({data}): the digit metrics need grayscale or stacked-mnist runs; "
+        "add --fid for FID and KID"
+    )
 
 
 def score_images(images: np.ndarray, kind: str, classifier) -> dict:
@@ -41,17 +61,71 @@ def score_images(images: np.ndarray, kind: str, classifier) -> dict:
     return stacked_stats(classes.reshape(-1, 3), confidences.reshape(-1, 3))
 
 
-def evaluate_run(run: Path, n: Optional[int] = None, seed: int = 0, cache_dir: Optional[Path] = None, log=print) -> dict:
-    run = Path(run)
-    config = read_config(run)
-    kind = metric_kind(config.data, config.channels or 1)
-    n = n or DEFAULT_SAMPLES[kind]
-    generator = load_generator(run)
-    classifier = load_classifier(cache_dir, log=log)
+def check_best_metric(name: Optional[str], kind: str, fid: bool = False) -> str:
+    """The --best-metric to use on `kind` runs (its default for None), or one line saying why `name` cannot be.
+
+    fid: whether the evaluation reports fid and kid too (evaluation during training does not: it would cost
+    minutes of InceptionV3 on a CPU every time).
+    """
+    if name is None:
+        return BEST_METRIC[kind]
+    if name not in HIGHER_IS_BETTER:
+        raise DcganError(f"unknown --best-metric '{name}': choose one of {', '.join(HIGHER_IS_BETTER)}")
+    measured = KIND_METRICS[kind] + (("fid", "kid") if fid else ())
+    if name not in measured:
+        raise DcganError(f"--best-metric {name} is not measured here: choose one of {', '.join(measured)}")
+    return name
+
+
+def score_generator(
+    generator: Generator, kind: Optional[str], n: int, seed: int, classifier, *, fid: Optional[FidReference] = None
+) -> dict:
+    """{n, seed, metrics..., seconds} of n samples drawn from latent(n, nz, seed).
+
+    `kind` None skips the classifier (colour runs); `fid` (see `fid.fid_reference`, made once per run:
+    it holds the real images' features) adds fid, kid, kid_std and n_real.
+
+    Draws with BatchNorm in eval mode under no_grad and restores the generator's mode (see
+    `sample.generate`), and the noise has a generator of its own: scoring changes neither the
+    network nor any random stream, so training can call it between steps.
+    """
     started = time.perf_counter()
     images = generate(generator, latent(n, generator.config.nz, seed))
-    result = {"n": n, "seed": seed, **score_images(images, kind, classifier)}
+    result = {"n": n, "seed": seed, **(score_images(images, kind, classifier) if kind else {})}
+    if fid is not None:
+        result.update(fid.score(images, seed))
     result["seconds"] = round(time.perf_counter() - started, 2)
-    with open(run / "eval.jsonl", "a") as f:
+    return result
+
+
+def append_result(run: Path, result: dict) -> None:
+    with open(Path(run) / "eval.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")
+
+
+def evaluate_run(
+    run: Path,
+    n: Optional[int] = None,
+    seed: int = 0,
+    cache_dir: Optional[Path] = None,
+    log=print,
+    *,
+    fid: bool = False,
+    inception_weights: Optional[Path] = None,
+    device: Optional[torch.device] = None,
+) -> dict:
+    """Score RUN's newest generator and append the row to RUN/eval.jsonl; fid=True adds FID and KID.
+
+    `device` (default the CPU) runs the generator and Inception; the digit classifier stays on the CPU.
+    """
+    run = Path(run)
+    config = read_config(run)
+    kind = metric_kind(config.data, config.channels or 1, fid)
+    n = n or (DEFAULT_SAMPLES[kind] if kind else DEFAULT_FID_SAMPLES)
+    generator = load_generator(run).to(device or "cpu")
+    # the Inception weights are found and checked first, so a missing file fails before any slow work
+    reference = fid_reference(config, n, inception_weights, cache_dir, device, log=log) if fid else None
+    classifier = load_classifier(cache_dir, log=log) if kind else None
+    result = score_generator(generator, kind, n, seed, classifier, fid=reference)
+    append_result(run, result)
     return result

@@ -39,11 +39,11 @@ def _first_change(module: nn.Module, snapshot, with_grads: bool) -> Optional[str
     return None
 
 
-def checked_train_step(state: GanState, real: torch.Tensor, z: torch.Tensor, step: int) -> torch.Tensor:
+def checked_train_step(state: GanState, real: torch.Tensor, z: torch.Tensor, step: int, r1_gamma: float = 0.0) -> torch.Tensor:
     """`train_step`, verified; raises IsolationBroken naming the first tensor that moved."""
     G, D = state.generator, state.discriminator
     before_g = _snapshot(G, with_grads=True)
-    fake, d_figures = discriminator_step(state, real, z)
+    fake, d_figures = discriminator_step(state, real, z, r1_gamma)
     changed = _first_change(G, before_g, with_grads=True)
     if changed:
         raise IsolationBroken(f"isolation check failed at step {step}: the D step changed G's {changed} (is fake detached?)")

@@ -10,14 +10,26 @@ tutorial's 8, 4, 2, 1 (generator) and 1, 2, 4, 8 (discriminator).
 The discriminator returns logits (one per image); the tutorial's final nn.Sigmoid is folded into the
 loss (`BCEWithLogitsLoss`), which is the same loss in exact arithmetic but stays finite when D is
 confident. The sigmoid has no parameters, so the state_dict layout is unchanged.
+
+Two options change D (both off by default, giving the tutorial's D):
+- spectral_norm (SN-GAN, Miyato et al. 2018): every conv's weight is divided by its largest singular
+  value, estimated by one power iteration per training-mode forward pass (torch's parametrization;
+  its vectors u, v are buffers, so they travel in the state_dict). SN-GAN's D has no BatchNorm:
+  each BatchNorm becomes an nn.Identity at the same index, so the keys keep their `main.N` numbers
+  (`main.0.parametrizations.weight.original`, `main.0.parametrizations.weight.0._u`, ...).
+- pack (PacGAN, Lin et al. 2018): D judges `pack` images at once, stacked along the channels, so it
+  can see a lack of variety within a group; it returns one logit per group.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
 
 from .config import ModelConfig
+from .errors import DcganError
 
 
 def _mult(config: ModelConfig, resolution: int) -> int:
@@ -59,32 +71,51 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """image (B, C, S, S) -> logits (B,): log-odds that each image is real."""
+    """image (B, C, S, S) -> logits (B / pack,): log-odds that each image (each group of `pack`) is real."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         resolutions = list(reversed(_hidden_resolutions(config)))  # S/2, ..., 4
         widths = [config.ndf * _mult(config, r) for r in resolutions]
+        # SN-GAN's D normalises weights instead of activations: no BatchNorm, an Identity keeps the index
+        norm = (lambda width: nn.Identity()) if config.spectral_norm else nn.BatchNorm2d
         layers: list[nn.Module] = [
-            # (B, C, S, S) -> (B, widths[0], S/2, S/2); no BatchNorm on the input layer (DCGAN paper)
-            nn.Conv2d(config.channels, widths[0], 4, 2, 1, bias=False),
+            # (B/pack, pack*C, S, S) -> (B/pack, widths[0], S/2, S/2); no BatchNorm on the input layer (DCGAN paper)
+            nn.Conv2d(config.channels * config.pack, widths[0], 4, 2, 1, bias=False),
             nn.LeakyReLU(0.2, inplace=True),
         ]
         for w_in, w_out in zip(widths, widths[1:]):
-            # (B, w_in, r, r) -> (B, w_out, r/2, r/2)
-            layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=False), nn.BatchNorm2d(w_out), nn.LeakyReLU(0.2, inplace=True)]
-        # (B, widths[-1], 4, 4) -> (B, 1, 1, 1)
+            # (B/pack, w_in, r, r) -> (B/pack, w_out, r/2, r/2)
+            layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=False), norm(w_out), nn.LeakyReLU(0.2, inplace=True)]
+        # (B/pack, widths[-1], 4, 4) -> (B/pack, 1, 1, 1)
         layers += [nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=False)]
+        if config.spectral_norm:
+            for layer in layers:
+                if isinstance(layer, nn.Conv2d):
+                    spectral_norm(layer)  # weight = original / sigma(original)
         self.main = nn.Sequential(*layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        k = self.config.pack
+        if k > 1:
+            B, C, H, W = images.shape
+            if B % k:
+                raise DcganError(f"a batch of {B} images cannot be packed in groups of {k} (pack): use a multiple of {k}")
+            # (B, C, H, W) -> (B/k, k*C, H, W): images k*i .. k*i+k-1 become group i's channels
+            images = images.reshape(B // k, k * C, H, W)
         return self.main(images).view(-1)
 
 
 def init_weights(module: nn.Module) -> None:
     """DCGAN init (Radford et al.): conv weights ~ N(0, 0.02); BatchNorm weight ~ N(1, 0.02), bias 0."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and parametrize.is_parametrized(module, "weight"):
+        # spectral norm: draw the raw weight, then register again so that u, v are fitted (15 power
+        # iterations) to the drawn weight rather than to the one it replaces
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        spectral_norm(module)
+    elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.normal_(module.weight, 0.0, 0.02)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)

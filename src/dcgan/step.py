@@ -12,6 +12,17 @@ graph and the G step would fail with "Trying to backward through the graph a sec
 D returns logits; `BCEWithLogitsLoss` is the tutorial's Sigmoid + BCELoss in one stable function.
 The figures are returned as one detached tensor, so the caller decides when to pay for a host read.
 
+Stabilisers, each off by default (the tutorial's step), none of which changes the above:
+- `state.loss` (losses.py): bce (the tutorial's), hinge or ls; only the formulas on D's logits change.
+- `state.augment` (augment.py, DiffAugment): applied to every image D sees, real and fake, in both
+  phases. It acts on D's input, after G: the D step augments `fake.detach()`, the G step augments
+  the same `fake`, and G's gradient flows back through the (differentiable) augmentation.
+- R1 (`r1_gamma`): on the real half of the D step, r1_gamma/2 * E||grad_x D(x)||^2 is added to D's
+  loss; x is the real batch, which carries no graph to G.
+- spectral norm and pack live inside D (models.py): the step calls D as before. Spectral norm's
+  power iteration advances at every training-mode pass through D, so its u, v buffers move in the
+  G step too, as BatchNorm's running statistics do in the tutorial; D's parameters do not.
+
 With several processes, G and D arrive wrapped in DistributedDataParallel, whose backward passes
 all-reduce (average) the gradients over the ranks. Two places need care, both handled by `no_sync`
 (for a plain module it is a `nullcontext`, and the single-process step is the tutorial's exactly):
@@ -27,8 +38,10 @@ from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
+
+from .augment import identity
+from .losses import _bce, d_loss_fake, d_loss_real, g_loss, r1_penalty  # noqa: F401  (_bce: why_detach.py and the tests)
 
 FIGURE_NAMES = ("loss_d", "loss_g", "d_real", "d_fake_before", "d_fake_after")
 
@@ -39,8 +52,10 @@ class GanState:
     discriminator: nn.Module
     optimizer_g: torch.optim.Optimizer
     optimizer_d: torch.optim.Optimizer
-    real_label: float = 1.0
-    fake_label: float = 0.0
+    real_label: float = 1.0  # bce only
+    fake_label: float = 0.0  # bce only
+    loss: str = "bce"  # the adversarial loss (losses.py): bce, hinge or ls
+    augment: Callable[[torch.Tensor], torch.Tensor] = identity  # DiffAugment of every image D sees (augment.py)
     # mixed precision: forward passes run under `autocast()`; with fp16, each optimizer has a GradScaler
     # (losses are scaled before backward so small gradients do not underflow, and unscaled before the step)
     autocast: Callable[[], AbstractContextManager] = nullcontext
@@ -58,11 +73,6 @@ def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp
     else:
         scaler.step(optimizer)  # skipped when the scaled gradients overflowed
         scaler.update()
-
-
-def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
-    # mean over the batch of -[t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))]
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
 def _no_sync(module: nn.Module) -> AbstractContextManager:
@@ -93,25 +103,38 @@ def _d_as_a_fixed_function(D: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-def discriminator_step(state: GanState, real: torch.Tensor, z: torch.Tensor):
-    """Phase 1: update D on a real batch and a fake one. Returns (fake, figures); fake keeps G's graph."""
+def discriminator_step(state: GanState, real: torch.Tensor, z: torch.Tensor, r1_gamma: float = 0.0):
+    """Phase 1: update D on a real batch and a fake one. Returns (fake, figures); fake keeps G's graph.
+
+    r1_gamma > 0: add the R1 penalty r1_gamma/2 * E||grad_x D(x)||^2 over the real batch (the caller
+    picks the steps and scales gamma for lazy regularisation).
+    """
     D, G = state.discriminator, state.generator
     D.zero_grad(set_to_none=True)
 
     with _no_sync(D):  # DDP: the real half only accumulates; the fake half's backward reduces both at once
+        if r1_gamma:
+            real = real.detach().requires_grad_(True)  # R1 differentiates D(x) with respect to x itself, before augmentation
         with state.autocast():
-            logits_real = D(real)  # (B,)
-        loss_d_real = _bce(logits_real, state.real_label)
-        _backward(loss_d_real, state.scaler_d)
+            logits_real = D(state.augment(real))  # (B / pack,)
+        loss_d_real = d_loss_real(state.loss, logits_real, state.real_label)
+        loss = loss_d_real
+        if r1_gamma:
+            loss_scale = state.scaler_d.get_scale() if state.scaler_d is not None else 1.0
+            loss = loss + r1_gamma / 2 * r1_penalty(logits_real, real, loss_scale)
+        _backward(loss, state.scaler_d)
 
     with state.autocast():
         fake = G(z)  # (B, C, H, W); its graph is needed again in phase 2
-        # detach: the D loss must not reach G, and G's graph must survive for the G step
-        logits_fake = D(fake.detach())
-    loss_d_fake = _bce(logits_fake, state.fake_label)
+        # detach: the D loss must not reach G, and G's graph must survive for the G step;
+        # the augmentation acts on D's input, so it is applied after the detach and `fake` stays G's output
+        logits_fake = D(state.augment(fake.detach()))
+    loss_d_fake = d_loss_fake(state.loss, logits_fake, state.fake_label)
     _backward(loss_d_fake, state.scaler_d)  # DDP: all-reduces the accumulated real + fake gradient, averaged over the ranks
     _optimizer_step(state.optimizer_d, state.scaler_d)
 
+    # D(x) is reported as sigmoid(logit) whatever the loss, so the figures compare across losses
+    # (for hinge and ls the logit is a score, not a log-odds); loss_d leaves the R1 penalty out
     figures = torch.stack(
         [loss_d_real + loss_d_fake, torch.sigmoid(logits_real.float()).mean(), torch.sigmoid(logits_fake.float()).mean()]
     ).detach()
@@ -123,16 +146,17 @@ def generator_step(state: GanState, fake: torch.Tensor) -> torch.Tensor:
     state.generator.zero_grad(set_to_none=True)
     with _d_as_a_fixed_function(state.discriminator):
         with state.autocast():
-            logits_fake = state.discriminator(fake)  # no detach: gradients flow through D into G
-        loss_g = _bce(logits_fake, state.real_label)  # log D(G(z)) rather than -log(1 - D(G(z))): no early saturation
+            # no detach: gradients flow through D (and the augmentation, drawn anew) into G
+            logits_fake = state.discriminator(state.augment(fake))
+        loss_g = g_loss(state.loss, logits_fake, state.real_label)  # bce: log D(G(z)), the non-saturating loss
         _backward(loss_g, state.scaler_g)
     _optimizer_step(state.optimizer_g, state.scaler_g)  # only G's parameters move
     return torch.stack([loss_g, torch.sigmoid(logits_fake.float()).mean()]).detach()
 
 
-def train_step(state: GanState, real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+def train_step(state: GanState, real: torch.Tensor, z: torch.Tensor, r1_gamma: float = 0.0) -> torch.Tensor:
     """Both phases; returns the figures in FIGURE_NAMES order as one detached tensor (5,)."""
-    fake, d_figures = discriminator_step(state, real, z)
+    fake, d_figures = discriminator_step(state, real, z, r1_gamma)
     return combine_figures(d_figures, generator_step(state, fake))
 
 

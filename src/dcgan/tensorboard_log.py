@@ -4,7 +4,8 @@
 
 What is written, and when (the Trainer calls these where it writes the same things to files):
     scalars      every stats.jsonl figure (loss_d, loss_g, d_real, d_fake_before, d_fake_after, and any
-                 other number a row carries), at its step, when the rows are flushed
+                 other number a row carries), at its step, when the rows are flushed; an evaluation's
+                 eval_<metric> numbers (--eval-every) as eval/<metric>
     images       samples/fixed_noise: the fixed-noise grid, at each epoch end and at the run's last step
     histograms   generator/<parameter> and discriminator/<parameter>, at the same moments as the grids
 
@@ -22,7 +23,8 @@ import torch
 from .errors import DcganError
 from .plots import image_grid
 
-NOT_SCALARS = ("step", "time")  # row keys that are the x axis, not a figure to plot
+NOT_SCALARS = ("step", "time", "eval_n")  # row keys that are the x axis or a setting, not a figure to plot
+EVAL_PREFIX = "eval_"  # stats.jsonl keys of an evaluation's numbers; TensorBoard groups them under eval/
 
 
 def require_tensorboard() -> None:
@@ -50,7 +52,8 @@ class TensorBoardLog:
         for row in rows:
             for name, value in row.items():
                 if name not in NOT_SCALARS and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self.writer.add_scalar(name, value, row["step"])
+                    tag = "eval/" + name[len(EVAL_PREFIX) :] if name.startswith(EVAL_PREFIX) else name
+                    self.writer.add_scalar(tag, value, row["step"])
 
     def grid(self, images: np.ndarray, step: int) -> None:
         """uint8 (N, H, W, C) fixed-noise images, shown as one grid as in samples/."""

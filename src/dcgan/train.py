@@ -7,13 +7,23 @@
 Run folder:
     config.json            the resolved configuration
     stats.jsonl            one JSON object per step: step, epoch, loss_d, loss_g, d_real,
-                           d_fake_before, d_fake_after, time (seconds since the run started)
+                           d_fake_before, d_fake_after, time (training seconds since the run started);
+                           with --eval-every, also one row per evaluation after its step's row:
+                           step, epoch, eval_n and eval_<metric> for each number it measured
+    eval.jsonl             with --eval-every: each evaluation as `dcgan eval` writes it, plus step and epoch
     samples/epoch_0001.png fixed-noise grids (BatchNorm in eval mode), one per epoch, plus
                            step_XXXXXXXX.png when a run ends inside an epoch
     losses.png, progress.gif, real_vs_fake.png
     tb/                    TensorBoard events, with --tensorboard (see tensorboard_log.py)
     checkpoints/           step_XXXXXXXX.pt (each epoch end and every --checkpoint-every steps;
-                           the last `keep`), final.pt, and last.pt pointing at the newest
+                           the last `keep`), final.pt, and last.pt pointing at the newest;
+                           with --eval-every, best.pt: the state at the best evaluation so far
+
+Evaluation (--eval-every K): after every K-th epoch and at the end of the run, rank 0 scores the
+sampling generator on eval_n samples with the `dcgan eval` metrics (evaluate.score_generator: the
+same z each time, BatchNorm in eval mode, no random stream touched), before that step's checkpoint
+is written, so every checkpoint carries the best value so far and a resumed run never replaces a
+better best.pt by a worse one. The training steps are exactly those of a run without evaluation.
 
 Divergence guard: a non-finite figure or parameter, or D(G(z)) below `collapse_threshold` for
 `collapse_steps` steps in a row, rolls the run back to its newest checkpoint (only good states are
@@ -43,9 +53,13 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from . import precision
 from . import distributed
-from .config import TrainConfig
+from .augment import make_augment
+from .classifier import load_classifier
+from .config import ModelConfig, TrainConfig
 from .data import Batches, ImageSet, load_images
 from .errors import DcganError
+from .evaluate import HIGHER_IS_BETTER, TRAINING_SAMPLES, append_result, check_best_metric, metric_kind, score_generator
+from .metrics import summary_line
 from .models import build_models, count_parameters
 from .plots import load_grids, save_animation, save_grid, save_loss_plot, save_real_vs_fake
 from .run_files import StatsLog, default_run_dir, prepare_run_dir, read_config
@@ -56,8 +70,9 @@ from .step import FIGURE_NAMES, GanState, train_step
 from .tensorboard_log import TensorBoardLog, require_tensorboard
 
 TUTORIAL_EPOCHS = 5
+EVAL_SEED = 0  # noise seed of every evaluation during training: the z of `dcgan eval`'s default, the same at every step
 RESUME_OVERRIDABLE = ("epochs", "max_steps", "checkpoint_every", "keep", "progress", "log_every", "max_retries", "tensorboard",
-                      "device", "dist_timeout", "check_isolation")  # fmt: skip
+                      "device", "dist_timeout", "check_isolation", "eval_every", "eval_n", "best_metric")  # fmt: skip
 
 
 class TrainingInterrupted(Exception):
@@ -95,6 +110,18 @@ def resolve_config(config: TrainConfig, source: Source) -> TrainConfig:
     )
 
 
+def resolve_evaluation(config: TrainConfig) -> tuple[TrainConfig, Optional[str]]:
+    """With eval_every: the metric kind of the data, and eval_n and best_metric filled in; one line if there is no metric."""
+    if not config.eval_every:
+        return config, None
+    try:
+        kind = metric_kind(config.data, config.channels)
+    except DcganError as error:
+        raise DcganError(f"--eval-every: {error}") from None
+    best_metric = check_best_metric(config.best_metric, kind)
+    return config.replace(eval_n=config.eval_n or TRAINING_SAMPLES[kind], best_metric=best_metric), kind
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, log: Callable[[str], None] = print, *, _resume_dir: Optional[Path] = None):
         # several processes (torchrun): rank 0 alone prints and writes the run folder; see distributed.py
@@ -102,9 +129,20 @@ class Trainer:
         self.log = log = log if self.processes.is_main else _silent
         if config.tensorboard:
             require_tensorboard()  # before anything is made
+        if config.r1 and config.sync_bn and self.processes.is_distributed and not config.spectral_norm:
+            # R1 differentiates D's input gradient, and the gradient of BatchNorm's cross-process all-reduce is not differentiable
+            raise DcganError(
+                "--r1 cannot pass through D's BatchNorm synchronised across processes: "
+                "drop --sync-bn, or add --spectral-norm (no BatchNorm in D)"
+            )
         source = resolve_source(config.data)
         config = resolve_config(config, source)
+        config, self.metric_kind = resolve_evaluation(config)
         self.device = distributed.resolve_device(config.device, self.processes)
+        self.classifier = None  # --eval-every: rank 0's digit classifier, loaded (or trained once) before the run starts
+        if self.metric_kind and self.processes.is_main:
+            with torch.random.fork_rng(devices=[]):  # training it the first time seeds torch's global stream
+                self.classifier = load_classifier(config.cache_dir, log=log)
         run_dir, created = _resume_dir, False
         if not _resume_dir:  # made by rank 0 (the default name holds the time of day); the others learn its name
             run_dir, created = distributed.from_main(lambda: _make_run_dir(config, source))
@@ -151,6 +189,8 @@ class Trainer:
             precision.adam(discriminator.parameters(), config.lr, betas),
             config.real_label,
             config.fake_label,
+            loss=config.loss,
+            augment=make_augment(config.diffaug),
             autocast=precision.autocast_factory(self.precision, self.device),
             scaler_d=precision.grad_scaler(self.precision, self.device),
             scaler_g=precision.grad_scaler(self.precision, self.device),
@@ -162,6 +202,8 @@ class Trainer:
         self.batch_in_epoch = 0  # batches of that epoch done
         self.retries = 0  # divergence rollbacks so far; each one changes the data order
         self.elapsed = 0.0  # training seconds before this process (resumed runs)
+        self.best: Optional[dict] = None  # --eval-every: {metric, value, step, epoch, n} of the best evaluation, kept in best.pt
+        self._evaluated_step = -1  # the step of this process's last evaluation
         self._started = time.perf_counter()
         self._stop_signal: Optional[int] = None
         self._pending: list[tuple[int, int, float, torch.Tensor]] = []  # steps not yet read back
@@ -187,6 +229,12 @@ class Trainer:
         trainer.load_state(payload)
         if trainer.processes.is_main:
             trainer.stats.truncate(trainer.step)  # rows logged after that checkpoint are redone
+        best, config = trainer.best, trainer.config
+        if best and config.eval_every and (best["metric"], best["n"]) != (config.best_metric, config.eval_n):
+            trainer.log(
+                f"best.pt (step {best['step']}) was chosen by {best['metric']} over {best['n']} samples; "
+                f"the next evaluation starts a new best by {config.best_metric} over {config.eval_n}"
+            )
         trainer.log(f"resuming {run_dir} from {path.name} at step {trainer.step} (epoch {trainer.epoch})")
         return trainer
 
@@ -237,6 +285,8 @@ class Trainer:
                 self.tensorboard.flush()  # an interrupted run keeps its events too
         if self.batch_in_epoch:  # the run ended inside an epoch
             self._save_grid(f"step_{self.step:08d}.png")
+        if self.config.eval_every and self._evaluated_step != self.step:  # unless the last epoch end was just evaluated
+            self._evaluate()
         self._save_checkpoint("final.pt")
         self._save_figures()
         self._summary()
@@ -255,10 +305,12 @@ class Trainer:
                 z = torch.randn(len(real) * self.processes.world_size, config.nz, 1, 1, generator=self.noise_rng)
                 z = distributed.shard(z, self.processes)
                 real, z = self._to_device(real), self._to_device(z)
+                # lazy R1 (StyleGAN2): on every r1_every-th step only, r1_every times as strong
+                r1_gamma = config.r1 * config.r1_every if config.r1 and (self.step + 1) % config.r1_every == 0 else 0.0
                 if config.check_isolation and (self.step + 1) % config.check_isolation == 0:
-                    figures = checked_train_step(self.state, real, z, self.step + 1)
+                    figures = checked_train_step(self.state, real, z, self.step + 1, r1_gamma=r1_gamma)
                 else:
-                    figures = train_step(self.state, real, z)
+                    figures = train_step(self.state, real, z, r1_gamma=r1_gamma)
                 if self.generator_ema is not None:
                     self._update_ema()
                 self.step += 1
@@ -277,6 +329,8 @@ class Trainer:
             if self.batch_in_epoch == per_epoch:
                 self._save_grid(f"epoch_{self.epoch:04d}.png")
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                if config.eval_every and (self.epoch - 1) % config.eval_every == 0:
+                    self._evaluate()  # before the checkpoint, which then carries this evaluation's best
                 self._save_checkpoint()
 
     @torch.no_grad()
@@ -375,11 +429,12 @@ class Trainer:
             data={"count": len(self.images), "batches_per_epoch": len(self.batches)},
             rng=ckpt.capture_rng({"noise": self.noise_rng}),
             world_size=self.processes.world_size,  # a resume needs as many processes: the global batch and data shares
+            best=self.best,
         )
 
     def load_state(self, payload: dict) -> None:
-        if payload["model"] != vars(self.model_config):
-            raise DcganError("the checkpoint was made for another model (image size, channels or widths differ)")
+        if ModelConfig(**payload["model"]) != self.model_config:  # older checkpoints lack the newer fields: their defaults
+            raise DcganError("the checkpoint was made for another model (image size, channels, widths, spectral norm or pack)")
         if payload["data"]["count"] != len(self.images):
             raise DcganError(
                 f"the data changed since the checkpoint: {payload['data']['count']} images then, {len(self.images)} now"
@@ -403,21 +458,65 @@ class Trainer:
         self.fixed_noise = payload["fixed_noise"]
         self.step, self.epoch, self.batch_in_epoch = payload["step"], payload["epoch"], payload["batch_in_epoch"]
         self.retries, self.elapsed = payload["retries"], payload["elapsed"]
+        self.best = payload.get("best")
         self._started = time.perf_counter()
         ckpt.restore_rng(payload["rng"], {"noise": self.noise_rng})
 
-    def _save_checkpoint(self, name: Optional[str] = None) -> None:
-        """Save only a good state: pending figures checked, every parameter finite."""
+    def _check_good_state(self) -> None:
+        """Pending figures checked, every parameter finite: only such a state is saved or evaluated."""
         self._flush()
         for module in (self.generator, self.discriminator):
             if not all(torch.isfinite(p).all() for p in module.parameters()):
                 raise _Diverged(f"non-finite {type(module).__name__} weights at step {self.step}")
+
+    def _save_checkpoint(self, name: Optional[str] = None) -> None:
+        self._check_good_state()
         if self.processes.is_main:  # the weights are the same on every rank (checked in the tests)
             ckpt.save_run_checkpoint(self.state_dict(), self.checkpoints, name or f"step_{self.step:08d}.pt", self.config.keep)
 
     def _newest_checkpoint(self) -> tuple[Path, dict]:
         """Rank 0 picks and reads the newest good checkpoint and hands it to every rank: all go on from one state."""
         return distributed.from_main(lambda: ckpt.newest_good(self.checkpoints, self.log))
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _evaluate(self) -> None:
+        """Score the sampling generator (rank 0; the others wait for its result), log it, keep best.pt."""
+        self._check_good_state()  # every rank flushes together; a diverged state is neither scored nor saved
+        config = self.config
+        epoch = self.epoch if self.batch_in_epoch else self.epoch - 1  # the epoch of the last step
+        started = time.perf_counter()
+        result = distributed.from_main(self._score)
+        self._started += time.perf_counter() - started  # `time` in stats.jsonl counts training seconds only
+        self._evaluated_step = self.step
+        value = result[config.best_metric]  # one of the metrics of its kind (resolve_evaluation)
+        improved = self._improves_best(value)
+        if improved:
+            self.best = {"metric": config.best_metric, "value": value, "step": self.step, "epoch": epoch, "n": config.eval_n}
+        if not self.processes.is_main:
+            return
+        numbers = {k: v for k, v in result.items() if k not in ("seed", "seconds") and isinstance(v, (int, float))}
+        row = {"step": self.step, "epoch": epoch, **{f"eval_{k}": v for k, v in numbers.items()}}
+        self.stats.append([row])
+        if self.tensorboard is not None:
+            self.tensorboard.scalars([row])
+        append_result(self.run_dir, {"step": self.step, "epoch": epoch, **result})
+        note = ""
+        if improved:
+            ckpt.save_atomic(self.state_dict(), self.checkpoints / ckpt.BEST_NAME)  # holds self.best: its own step and value
+            note = f"; new best {config.best_metric}, saved {ckpt.BEST_NAME}"
+        scores = summary_line(result, tuple(k for k in numbers if k != "n"))
+        self.log(f"evaluation at step {self.step} (epoch {epoch}, {config.eval_n} samples): {scores}{note}")
+
+    def _score(self) -> dict:
+        with torch.random.fork_rng(devices=[]):  # belt and braces: score_generator draws z from a generator of its own
+            return score_generator(self.sampler, self.metric_kind, self.config.eval_n, EVAL_SEED, self.classifier)
+
+    def _improves_best(self, value: float) -> bool:
+        best, config = self.best, self.config
+        if best is None or (best["metric"], best["n"]) != (config.best_metric, config.eval_n):
+            return True  # the first evaluation, or the first since a resume changed --best-metric or --eval-n
+        return value > best["value"] if HIGHER_IS_BETTER[best["metric"]] else value < best["value"]
 
     # ------------------------------------------------------------------ signals
 
@@ -452,7 +551,7 @@ class Trainer:
     def _save_figures(self) -> None:
         if not self.processes.is_main:
             return
-        rows = self.stats.rows()
+        rows = [r for r in self.stats.rows() if "loss_g" in r]  # training rows; evaluation rows have no losses
         steps = [r["step"] for r in rows]
         save_loss_plot(steps, [r["loss_g"] for r in rows], [r["loss_d"] for r in rows], self.run_dir / "losses.png")
         save_animation(load_grids(self.run_dir / "samples"), self.run_dir / "progress.gif")
@@ -494,6 +593,10 @@ class Trainer:
             ("checkpoint", self.checkpoints / "final.pt"),
         ):
             self.log(f"  {label:<13} {path}")
+        if self.best:
+            best = self.best
+            where = f"{best['metric']} {best['value']:.4g} at step {best['step']}, epoch {best['epoch']}"
+            self.log(f"  {'best':<13} {self.checkpoints / ckpt.BEST_NAME} ({where})")
         if self.config.tensorboard:
             self.log(f"  {'tensorboard':<13} {run / 'tb'} (view: tensorboard --logdir {run / 'tb'})")
         self.log(f"sample more: dcgan sample --run {run} --n 64 --out {run / 'more.png'}")
