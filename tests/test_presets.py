@@ -54,3 +54,12 @@ def test_unknown_preset_is_one_line(tmp_path, capsys):
     path = tmp_path / "run.toml"
     path.write_text('preset = "fast"\n')
     assert "unknown preset 'fast'" in error_line(capsys, ["train", "--config", str(path)])
+
+
+def test_a_run_says_which_preset_and_stabilisers_it_trains_with(tmp_path, capsys):
+    tiny = ["--data", "fake", "--image-size", "16", "--nz", "8", "--ngf", "4", "--ndf", "4", "--no-progress"]
+    argv = ["train", "--preset", "stable", *tiny, "--batch-size", "16", "--max-steps", "1", "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    assert "training: preset stable, lr 0.0004, loss bce, DiffAugment translation\n" in capsys.readouterr().out
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["preset"], config["batch_size"], config["diffaug"]) == ("stable", 16, "translation")

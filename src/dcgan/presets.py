@@ -33,9 +33,14 @@ PRESETS: dict[str, dict] = {
         "ema_decay": None,
         "precision": "fp32",  # the tutorial has no autocast
     },
+    # measured on the 5,000 embedded digits (README, "Sample quality"): against the tutorial's batch and
+    # learning rate, more and faster steps and translated D inputs raised the confident fraction from
+    # 45% to about 55% in the same time; hinge + spectral norm collapsed to a few classes there
     "stable": {
-        "loss": "hinge",
-        "spectral_norm": True,
+        "batch_size": 64,
+        "lr": 4e-4,
+        "diffaug": "translation",
+        "min_steps": 2400,  # small data sets: about as long as the default job's 1,200 steps of batch 128
     },
 }
 

@@ -575,6 +575,20 @@ class Trainer:
             f"G {count_parameters(self.generator) / 1e6:.2f}M parameters (ngf {c.ngf}), "
             f"D {count_parameters(self.discriminator) / 1e6:.2f}M (ndf {c.ndf}); seed {c.seed}{device}; run folder {self.run_dir}"
         )
+        training = [f"preset {c.preset}"] if c.preset else []
+        training += [f"lr {c.lr:g}", f"loss {c.loss}"] + self._stabilisers()
+        self.log("training: " + ", ".join(training))
+
+    def _stabilisers(self) -> list[str]:
+        c = self.config
+        named = [
+            ("spectral norm in D", c.spectral_norm),
+            (f"pack {c.pack}", c.pack > 1),
+            (f"DiffAugment {c.diffaug}", c.diffaug),
+            (f"R1 {c.r1:g} every {c.r1_every} steps", c.r1),
+            (f"EMA of G {c.ema_decay:g}" if c.ema_decay else "", c.ema_decay),
+        ]
+        return [name for name, on in named if on]
 
     def _summary(self) -> None:
         if not self.processes.is_main:
