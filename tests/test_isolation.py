@@ -9,7 +9,7 @@ import dcgan.isolation
 from dcgan.cli import main
 from dcgan.config import TrainConfig
 from dcgan.isolation import IsolationBroken
-from dcgan.step import _bce
+from dcgan.losses import _bce
 from dcgan.train import Trainer
 
 TINY = dict(data="fake", image_size=16, nz=8, ngf=4, ndf=4, batch_size=32, n_fixed=8, log_every=2, progress=False, device="cpu")

@@ -9,6 +9,7 @@
 
 The D step backpropagates its two halves separately (step.py), so each is a function of its own.
 The labels (smoothing) apply to bce only; hinge and ls have their margins and targets built in.
+The names of the losses live in config.py (LOSSES), so that validating a config needs no torch.
 hinge and ls compute in float32, so a bf16/fp16 D output does not round the loss.
 """
 
@@ -16,8 +17,6 @@ from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
-
-from .config import LOSSES  # noqa: F401  (the names, kept in config.py so that validating a config needs no torch)
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:

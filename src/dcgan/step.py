@@ -41,7 +41,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .augment import identity
-from .losses import _bce, d_loss_fake, d_loss_real, g_loss, r1_penalty  # noqa: F401  (_bce: why_detach.py and the tests)
+from .losses import d_loss_fake, d_loss_real, g_loss, r1_penalty
 
 FIGURE_NAMES = ("loss_d", "loss_g", "d_real", "d_fake_before", "d_fake_after")
 

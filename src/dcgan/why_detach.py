@@ -32,8 +32,9 @@ from torch import nn
 
 from .config import ModelConfig, TrainConfig
 from .errors import DcganError
+from .losses import _bce
 from .models import build_models
-from .step import GanState, _bce, discriminator_step, generator_step
+from .step import GanState, discriminator_step, generator_step
 
 STRATEGIES = ("detach", "no-detach", "retain-graph", "regenerate", "freeze-d")
 FIELD_NAMES = (
