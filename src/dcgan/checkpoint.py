@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -66,24 +67,50 @@ def make_checkpoint(model: ModelConfig, config: dict, **state: Any) -> dict:
     return {"format": FORMAT, "version": __version__, "model": vars(model).copy(), "config": config, **state}
 
 
-def read_file(path: Path) -> Any:
-    """torch.load with weights_only=True, every failure turned into one line naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DcganError(f"checkpoint not found: {path}")
+class UnreadableFile(Exception):
+    """`load_tensors_only` failed; the caller words the line for its kind of file.
+
+    calls: the function or class the file asked to call (refused), else None
+    unpickler: True when the unpickler refused the contents, False when the bytes were damaged
+    detail: the first line of the reason
+    """
+
+    def __init__(self, detail: str, calls: Optional[str] = None, unpickler: bool = False):
+        super().__init__(detail)
+        self.detail, self.calls, self.unpickler = detail, calls, unpickler
+
+
+def load_tensors_only(path: Path) -> Any:
+    """torch.load with weights_only=True: tensors and plain data only, never code; UnreadableFile otherwise."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickles before failing on them: the error says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         text = str(error)
         found = re.search(r"Unsupported global: GLOBAL (\S+)|unrecognized function (\S+)", text)
         if found:  # the file names a function or class to call: a weights-only load never does that
-            name = found.group(1) or found.group(2)
-            raise DcganError(f"refusing to load {path}: it asks to call {name}; checkpoints hold only tensors and plain data") from None
+            raise UnreadableFile(text, calls=found.group(1) or found.group(2), unpickler=True) from None
         reason = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n|$)", text)
-        raise DcganError(f"cannot read {path}: not a checkpoint, or corrupt ({reason.group(1) if reason else 'unreadable'})") from None
+        raise UnreadableFile(reason.group(1) if reason else "unreadable", unpickler=True) from None
     except Exception as error:  # damaged bytes fail in many ways inside the unpickler; all mean the same here
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise DcganError(f"cannot read {path}: truncated or corrupt ({first[:160]})") from None
+        raise UnreadableFile(first[:160]) from None
+
+
+def read_file(path: Path) -> Any:
+    """A checkpoint or weights file, loaded with `load_tensors_only`; every failure is one line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DcganError(f"checkpoint not found: {path}")
+    try:
+        return load_tensors_only(path)
+    except UnreadableFile as error:
+        if error.calls:
+            raise DcganError(f"refusing to load {path}: it asks to call {error.calls}; checkpoints hold only tensors and plain data") from None
+        if error.unpickler:
+            raise DcganError(f"cannot read {path}: not a checkpoint, or corrupt ({error.detail})") from None
+        raise DcganError(f"cannot read {path}: truncated or corrupt ({error.detail})") from None
 
 
 def strip_wrappers(state_dict: dict) -> dict:

@@ -24,9 +24,6 @@ Nothing is downloaded: the weights file is one users fetch themselves (see `find
 from __future__ import annotations
 
 import hashlib
-import pickle
-import re
-import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -35,6 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checkpoint import UnreadableFile, load_tensors_only
 from .data import default_cache_dir
 from .errors import DcganError
 
@@ -275,18 +273,11 @@ def expected_shapes() -> dict[str, tuple[int, ...]]:
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
-        with warnings.catch_warnings():  # torch warns about odd pickles before failing on them: the error below says it all
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)  # refuses pickles that would run code
-    except pickle.UnpicklingError as error:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)|unrecognized function (\S+)", str(error))
-        if found:  # the file names a function or class to call; weights never need that
-            name = found.group(1) or found.group(2)
-            raise DcganError(f"refusing to load Inception weights {path}: it asks to call {name}; weights are tensors") from None
-        raise DcganError(f"cannot read Inception weights {path}: not a PyTorch weights file, or corrupt") from None
-    except Exception as error:  # noqa: BLE001  a file that is not torch.save output fails in many ways (KeyError, EOFError, ...)
-        reason = type(error).__name__
-        raise DcganError(f"cannot read Inception weights {path}: not a PyTorch weights file, or corrupt ({reason})") from None
+        state = load_tensors_only(path)  # refuses pickles that would run code
+    except UnreadableFile as error:
+        if error.calls:  # the file names a function or class to call; weights never need that
+            raise DcganError(f"refusing to load Inception weights {path}: it asks to call {error.calls}; weights are tensors") from None
+        raise DcganError(f"cannot read Inception weights {path}: not a PyTorch weights file, or corrupt ({error.detail})") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise DcganError(f"{path} is not a state dict of tensors, so not pytorch-fid's Inception weights {WEIGHTS_NAME}")
     return state
