@@ -26,6 +26,8 @@ EXAMPLES = {
         ("save the resolved options of a command as such a file", "dcgan train --data digits --epochs 3 --print-config > digits.toml"),
         ("with TensorBoard events in RUN/tb/", "dcgan train --data digits --tensorboard && tensorboard --logdir runs/"),
         ("score the samples every 5 epochs and at the end; keep checkpoints/best.pt", "dcgan train --data digits --eval-every 5"),
+        ("FID and KID after every epoch of a colour run; best.pt has the lowest FID (needs the Inception weights: see README)",
+         "dcgan train --data img_align_celeba.zip --image-size 64 --eval-every 1 --eval-fid --inception-weights pt_inception-2015-12-05-6726825d.pth"),
         ("continue an interrupted run", "dcgan train --resume runs/mnist-20261130-120000"),
     ],
     "sample": [

@@ -126,7 +126,7 @@ def test_score_generator_leaves_the_network_and_the_random_streams_alone(quick_c
 def test_a_resumed_run_keeps_its_best_and_goes_on_from_its_newest_checkpoint(tmp_path, monkeypatch):
     scripted = []  # the `confident` of each evaluation in turn
 
-    def fake_score(generator, kind, n, seed, classifier):
+    def fake_score(generator, kind, n, seed, classifier, *, fid=None):
         return {"n": n, "seed": seed, "classes_present": 10, "confident": scripted.pop(0), "kl_uniform": 0.1, "seconds": 0.0}
 
     monkeypatch.setattr(dcgan.train, "score_generator", fake_score)
@@ -174,7 +174,7 @@ def test_under_torchrun_rank_0_alone_evaluates(tmp_path):
         (["--eval-every", "1", "--eval-n", "1"], "eval_n must be at least 2"),
         (["--eval-n", "100"], "add eval_every"),
         (["--eval-every", "1", "--best-metric", "modes"], "--best-metric modes is not measured here"),
-        (["--eval-every", "1", "--best-metric", "fid"], "--best-metric fid is not measured here"),  # only dcgan eval --fid
+        (["--eval-every", "1", "--best-metric", "fid"], "--best-metric fid is not measured here"),  # needs --eval-fid
         (["--eval-every", "1", "--best-metric", "sharpness"], "unknown --best-metric 'sharpness'"),
         (["--eval-every", "1", "--data", "fake"], "colour data (fake)"),
     ],

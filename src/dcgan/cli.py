@@ -16,6 +16,14 @@ from .errors import DcganError
 from .presets import PRESETS, preset_options
 
 DEFAULTS = TrainConfig()
+# FID help shared by `train --eval-fid` and `eval --fid`: the same Inception, weights file and cost
+FID_WEIGHTS_HELP = (
+    "Needs pytorch-fid's weights file pt_inception-2015-12-05-6726825d.pth, which you fetch yourself: see --inception-weights"
+)
+FID_COST_HELP = "Slow on a CPU: about 0.15 s an image measured on 2 cores (6 GFLOP at 299x299)"
+INCEPTION_WEIGHTS_DEFAULT_HELP = (
+    "(default: the pt_inception-2015-12-05-*.pth in $DCGAN_CACHE/inception/, else ~/.cache/dcgan/inception/)"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,7 +98,16 @@ def _train_parser(sub) -> None:
     p.add_argument("--tensorboard", action="store_true", default=None, help="also log figures, sample grids and weight histograms to RUN/tb/ (needs tensorboard)")
     p.add_argument("--eval-every", type=int, metavar="K", help="every K epochs and at the end, score the samples as dcgan eval does (rows in stats.jsonl and eval.jsonl) and keep checkpoints/best.pt")
     p.add_argument("--eval-n", type=int, metavar="N", help="samples per evaluation during training (default 2,000; 5,000 for stacked-mnist)")
-    p.add_argument("--best-metric", metavar="NAME", help="the metric that picks best.pt: confident, classes_present, modes (stacked-mnist) (higher is better) or kl_uniform (lower is better) (default: confident; kl_uniform for stacked-mnist)")
+    p.add_argument("--best-metric", metavar="NAME", help="the metric that picks best.pt: confident, classes_present, modes (stacked-mnist) (higher is better), kl_uniform, or with --eval-fid fid and kid (lower is better) (default: confident; kl_uniform for stacked-mnist; fid for colour data)")
+    p.add_argument(
+        "--eval-fid", action="store_true", default=None,
+        help="add FID and KID to every evaluation (needs --eval-every; the only metric of colour data): the --eval-n "
+        "samples of each evaluation go through InceptionV3, and once, before training starts, up to as many training "
+        "images (their features are cached for later runs). "
+        f"{FID_WEIGHTS_HELP}. {FID_COST_HELP}, so the default 2,000 samples add about 5 minutes to each evaluation "
+        "(Inception runs on the training device: far less on a GPU); evaluate less often, or lower --eval-n",
+    )  # fmt: skip
+    p.add_argument("--inception-weights", metavar="PATH", help=f"that weights file (implies --eval-fid) {INCEPTION_WEIGHTS_DEFAULT_HELP}")
     p.add_argument(
         "--preset", choices=tuple(PRESETS),
         help="start from a named set of options: tutorial (the PyTorch DCGAN tutorial exactly: 64x64, widths 64, 5 epochs, fp32) "
@@ -115,13 +132,11 @@ def _eval_parser(sub) -> None:
     p.add_argument(
         "--fid", action="store_true",
         help="also FID and KID on Inception pool features, against up to N of the run's training images (the only metric "
-        "of colour runs). Needs pytorch-fid's weights file pt_inception-2015-12-05-6726825d.pth, which you fetch yourself: "
-        "see --inception-weights. Slow on a CPU: about 0.15 s an image measured on 2 cores (6 GFLOP at 299x299)",
+        f"of colour runs). {FID_WEIGHTS_HELP}. {FID_COST_HELP}",
     )  # fmt: skip
     p.add_argument(
         "--inception-weights", metavar="PATH",
-        help="that weights file (implies --fid) (default: the pt_inception-2015-12-05-*.pth in $DCGAN_CACHE/inception/, "
-        "else ~/.cache/dcgan/inception/)",
+        help=f"that weights file (implies --fid) {INCEPTION_WEIGHTS_DEFAULT_HELP}",
     )  # fmt: skip
     p.add_argument("--device", help="where the generator and Inception run: cpu, cuda or cuda:N (default cpu)")
 
@@ -195,7 +210,7 @@ _TRAIN_FIELDS = (
     "preset", "data", "image_size", "channels", "epochs", "max_steps", "min_steps", "batch_size", "lr", "beta1", "nz", "ngf", "ndf",
     "seed", "out", "cache_dir", "log_every", "checkpoint_every", "keep", "max_retries", "init_g", "init_d", "progress",
     "tensorboard", "device", "sync_bn", "dist_timeout", "check_isolation", "precision", "channels_last", "compile", "ema_decay",
-    "eval_every", "eval_n", "best_metric",
+    "eval_every", "eval_n", "best_metric", "eval_fid", "inception_weights",
     "loss", "spectral_norm", "pack", "diffaug", "r1", "r1_every",
 )  # fmt: skip
 

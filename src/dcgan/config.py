@@ -108,8 +108,10 @@ class TrainConfig:
     tensorboard: bool = False  # also write figures, fixed-noise grids and weight histograms to RUN/tb/ (needs tensorboard)
     # evaluation during training (evaluate.py): the `dcgan eval` metrics of the sampling generator, and checkpoints/best.pt
     eval_every: Optional[int] = None  # epochs between evaluations, plus one at the end of the run; None: no evaluation
-    eval_n: Optional[int] = None  # samples per evaluation; None: 2,000 for digit runs, 5,000 for stacked-mnist
-    best_metric: Optional[str] = None  # the metric that picks best.pt; None: confident (digits), kl_uniform (stacked-mnist)
+    eval_n: Optional[int] = None  # samples per evaluation; None: 2,000 (digits, colour with eval_fid), 5,000 for stacked-mnist
+    best_metric: Optional[str] = None  # picks best.pt; None: confident (digits), kl_uniform (stacked-mnist), fid (colour runs)
+    eval_fid: bool = False  # add FID and KID to every evaluation (InceptionV3 on every sample: about 0.15 s an image on a CPU)
+    inception_weights: Optional[str] = None  # pytorch-fid's weights file (implies eval_fid); None: $DCGAN_CACHE/inception/'s
     # divergence guard: roll back to the last good checkpoint and retry with a new data order
     max_retries: int = 3  # rollbacks allowed before the run stops
     collapse_threshold: float = 1e-4  # D(G(z)) below this counts as a collapsed discriminator step
@@ -145,6 +147,10 @@ class TrainConfig:
             raise DcganError(f"eval_n must be at least 2 samples, not {self.eval_n}")
         if self.eval_every is None and (self.eval_n is not None or self.best_metric is not None):
             raise DcganError("eval_n and best_metric set how evaluation during training works: add eval_every (--eval-every K)")
+        if self.eval_every is None and (self.eval_fid or self.inception_weights is not None):
+            raise DcganError(
+                "eval_fid and inception_weights add FID and KID to evaluation during training: add eval_every (--eval-every K)"
+            )
         if not self.lr > 0:
             raise DcganError(f"lr must be positive, not {self.lr}")
         self._check_stabilisers()

@@ -7,8 +7,9 @@
 Results are printed and appended to RUN/eval.jsonl, one JSON object a line.
 
 `dcgan train --eval-every K` scores the generator the same way (`score_generator`) every K epochs,
-on fewer samples (TRAINING_SAMPLES), and keeps the checkpoint with the best `--best-metric`
-(BEST_METRIC by default; HIGHER_IS_BETTER says which way is better); see train.py.
+on fewer samples (TRAINING_SAMPLES; TRAINING_FID_SAMPLES for colour runs, which need --eval-fid),
+and keeps the checkpoint with the best `--best-metric` (BEST_METRIC by default, fid for colour runs;
+HIGHER_IS_BETTER says which way is better); see train.py.
 """
 
 from __future__ import annotations
@@ -32,14 +33,21 @@ from .sample import generate, latent, load_generator
 DEFAULT_SAMPLES = {"digits": 10_000, "stacked": 26_000}
 DEFAULT_FID_SAMPLES = 10_000  # colour runs, scored by FID/KID alone: the usual FID-10k (the papers' 50k is slow on a CPU)
 TRAINING_SAMPLES = {"digits": 2_000, "stacked": 5_000}  # per evaluation during training: cheap, and the same z each time
+# per evaluation of a colour run during training (--eval-fid): Inception on 2,000 samples is about 5 minutes on a CPU
+# each time, where FID-10k would be 25; FID is biased upwards at small N, but equally for every checkpoint of the run
+TRAINING_FID_SAMPLES = 2_000
 KIND_METRICS = {"digits": ("classes_present", "confident", "kl_uniform"), "stacked": ("modes", "kl_uniform", "confident")}
 BEST_METRIC = {"digits": "confident", "stacked": "kl_uniform"}  # --best-metric default: clear digits; even cover of the 1000 modes
 # --best-metric: which way is better for each number an evaluation can report (fid and kid when it reports them)
 HIGHER_IS_BETTER = {"classes_present": True, "confident": True, "modes": True, "kl_uniform": False, "fid": False, "kid": False}
+FID_METRICS = ("fid", "kid")  # the --best-metric choices an evaluation with FID adds to its kind's
 
 
-def metric_kind(data: str, channels: int, fid: bool = False) -> Optional[str]:
-    """The classifier metric of the data: digits, stacked, or None for colour data scored by FID/KID alone (fid=True)."""
+def metric_kind(data: str, channels: int, fid: bool = False, fid_flag: str = "--fid") -> Optional[str]:
+    """The classifier metric of the data: digits, stacked, or None for colour data scored by FID/KID alone (fid=True).
+
+    fid_flag: the option that turns FID on, named in the error (`dcgan eval --fid`, `dcgan train --eval-fid`).
+    """
     if data == "stacked-mnist":
         return "stacked"
     if channels == 1:
@@ -48,7 +56,7 @@ def metric_kind(data: str, channels: int, fid: bool = False) -> Optional[str]:
         return None
     raise DcganError(
         f"no classifier metric for colour data ({data}): the digit metrics need grayscale or stacked-mnist runs; "
-        "add --fid for FID and KID"
+        f"add {fid_flag} for FID and KID"
     )
 
 
@@ -61,19 +69,20 @@ def score_images(images: np.ndarray, kind: str, classifier) -> dict:
     return stacked_stats(classes.reshape(-1, 3), confidences.reshape(-1, 3))
 
 
-def check_best_metric(name: Optional[str], kind: str, fid: bool = False) -> str:
-    """The --best-metric to use on `kind` runs (its default for None), or one line saying why `name` cannot be.
+def check_best_metric(name: Optional[str], kind: Optional[str], fid: bool = False) -> str:
+    """The --best-metric of `dcgan train` on `kind` runs (its default for None), or one line saying why `name` cannot be.
 
-    fid: whether the evaluation reports fid and kid too (evaluation during training does not: it would cost
-    minutes of InceptionV3 on a CPU every time).
+    kind None: colour data, scored by FID/KID alone. fid: whether the evaluations report fid and kid too
+    (`--eval-fid`: off by default, since it costs minutes of InceptionV3 on a CPU every time).
     """
     if name is None:
-        return BEST_METRIC[kind]
+        return BEST_METRIC[kind] if kind else "fid"  # colour runs have FID and KID alone; FID is the one papers report
     if name not in HIGHER_IS_BETTER:
         raise DcganError(f"unknown --best-metric '{name}': choose one of {', '.join(HIGHER_IS_BETTER)}")
-    measured = KIND_METRICS[kind] + (("fid", "kid") if fid else ())
+    measured = (KIND_METRICS[kind] if kind else ()) + (FID_METRICS if fid else ())
     if name not in measured:
-        raise DcganError(f"--best-metric {name} is not measured here: choose one of {', '.join(measured)}")
+        hint = f" (with --eval-fid, also {' and '.join(FID_METRICS)})" if not fid else ""
+        raise DcganError(f"--best-metric {name} is not measured here: choose one of {', '.join(measured)}{hint}")
     return name
 
 

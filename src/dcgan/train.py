@@ -21,9 +21,11 @@ Run folder:
 
 Evaluation (--eval-every K): after every K-th epoch and at the end of the run, rank 0 scores the
 sampling generator on eval_n samples with the `dcgan eval` metrics (evaluate.score_generator: the
-same z each time, BatchNorm in eval mode, no random stream touched), before that step's checkpoint
-is written, so every checkpoint carries the best value so far and a resumed run never replaces a
-better best.pt by a worse one. The training steps are exactly those of a run without evaluation.
+same z each time, BatchNorm in eval mode, no random stream touched; with --eval-fid also FID and
+KID, against up to eval_n training images whose Inception features are computed once, before the
+first step), before that step's checkpoint is written, so every checkpoint carries the best value so
+far and a resumed run never replaces a better best.pt by a worse one. The training steps are
+exactly those of a run without evaluation.
 
 Divergence guard: a non-finite figure or parameter, or D(G(z)) below `collapse_threshold` for
 `collapse_steps` steps in a row, rolls the run back to its newest checkpoint (only good states are
@@ -58,7 +60,16 @@ from .classifier import load_classifier
 from .config import ModelConfig, TrainConfig
 from .data import Batches, ImageSet, load_images
 from .errors import DcganError
-from .evaluate import HIGHER_IS_BETTER, TRAINING_SAMPLES, append_result, check_best_metric, metric_kind, score_generator
+from .evaluate import (
+    HIGHER_IS_BETTER,
+    TRAINING_FID_SAMPLES,
+    TRAINING_SAMPLES,
+    append_result,
+    check_best_metric,
+    metric_kind,
+    score_generator,
+)
+from .fid import FidReference, fid_reference
 from .metrics import summary_line
 from .models import build_models, count_parameters
 from .plots import load_grids, save_animation, save_grid, save_loss_plot, save_real_vs_fake
@@ -72,7 +83,8 @@ from .tensorboard_log import TensorBoardLog, require_tensorboard
 TUTORIAL_EPOCHS = 5
 EVAL_SEED = 0  # noise seed of every evaluation during training: the z of `dcgan eval`'s default, the same at every step
 RESUME_OVERRIDABLE = ("epochs", "max_steps", "checkpoint_every", "keep", "progress", "log_every", "max_retries", "tensorboard",
-                      "device", "dist_timeout", "check_isolation", "eval_every", "eval_n", "best_metric")  # fmt: skip
+                      "device", "dist_timeout", "check_isolation", "eval_every", "eval_n", "best_metric", "eval_fid",
+                      "inception_weights")  # fmt: skip
 
 
 class TrainingInterrupted(Exception):
@@ -111,15 +123,21 @@ def resolve_config(config: TrainConfig, source: Source) -> TrainConfig:
 
 
 def resolve_evaluation(config: TrainConfig) -> tuple[TrainConfig, Optional[str]]:
-    """With eval_every: the metric kind of the data, and eval_n and best_metric filled in; one line if there is no metric."""
+    """With eval_every: the metric kind of the data (None: colour data, FID/KID alone), and eval_fid, eval_n,
+    best_metric and inception_weights filled in; one line if there is no metric."""
     if not config.eval_every:
         return config, None
+    fid = config.eval_fid or config.inception_weights is not None  # naming the weights file asks for FID, as in dcgan eval
     try:
-        kind = metric_kind(config.data, config.channels)
+        kind = metric_kind(config.data, config.channels, fid=fid, fid_flag="--eval-fid")
     except DcganError as error:
         raise DcganError(f"--eval-every: {error}") from None
-    best_metric = check_best_metric(config.best_metric, kind)
-    return config.replace(eval_n=config.eval_n or TRAINING_SAMPLES[kind], best_metric=best_metric), kind
+    best_metric = check_best_metric(config.best_metric, kind, fid=fid)
+    eval_n = config.eval_n or (TRAINING_SAMPLES[kind] if kind else TRAINING_FID_SAMPLES)
+    weights = config.inception_weights
+    if weights is not None:  # stored absolute, as the data path is, so `--resume` works from any working directory
+        weights = str(Path(weights).expanduser().resolve())
+    return config.replace(eval_fid=fid, eval_n=eval_n, best_metric=best_metric, inception_weights=weights), kind
 
 
 class Trainer:
@@ -139,6 +157,14 @@ class Trainer:
         config = resolve_config(config, source)
         config, self.metric_kind = resolve_evaluation(config)
         self.device = distributed.resolve_device(config.device, self.processes)
+        self.fid_reference: Optional[FidReference] = None  # --eval-fid: rank 0's Inception and training-image features
+        if config.eval_fid and self.processes.is_main:
+            # made once, before the classifier and the run folder: a missing or wrong weights file fails at once, with
+            # nothing made, and each evaluation pays only for its samples. cache_dir None: the weights file and the
+            # feature cache of `dcgan eval` (the training images themselves are read through config.cache_dir)
+            weights = Path(config.inception_weights) if config.inception_weights else None
+            with torch.random.fork_rng(devices=[]):  # building the network draws its initial weights from the global stream
+                self.fid_reference = fid_reference(config, config.eval_n, weights, None, self.device, log=log)
         self.classifier = None  # --eval-every: rank 0's digit classifier, loaded (or trained once) before the run starts
         if self.metric_kind and self.processes.is_main:
             with torch.random.fork_rng(devices=[]):  # training it the first time seeds torch's global stream
@@ -510,7 +536,9 @@ class Trainer:
 
     def _score(self) -> dict:
         with torch.random.fork_rng(devices=[]):  # belt and braces: score_generator draws z from a generator of its own
-            return score_generator(self.sampler, self.metric_kind, self.config.eval_n, EVAL_SEED, self.classifier)
+            return score_generator(
+                self.sampler, self.metric_kind, self.config.eval_n, EVAL_SEED, self.classifier, fid=self.fid_reference
+            )
 
     def _improves_best(self, value: float) -> bool:
         best, config = self.best, self.config
