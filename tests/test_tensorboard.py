@@ -59,9 +59,11 @@ def test_evaluation_rows_are_grouped_under_eval(tmp_path):
     from dcgan.tensorboard_log import TensorBoardLog
 
     log = TensorBoardLog(tmp_path / "tb")
-    log.scalars([{"step": 7, "epoch": 1, "eval_n": 50, "eval_confident": 0.5, "eval_kl_uniform": 0.25}])  # a stats.jsonl evaluation row
+    # a stats.jsonl evaluation row, with --eval-fid's numbers
+    log.scalars([{"step": 7, "epoch": 1, "eval_n": 50, "eval_confident": 0.5, "eval_kl_uniform": 0.25, "eval_fid": 80.0, "eval_n_real": 50}])
     log.close()
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
-    assert {"eval/confident", "eval/kl_uniform"} <= set(events.Tags()["scalars"]) and "eval/n" not in events.Tags()["scalars"]
+    scalars = set(events.Tags()["scalars"])
+    assert {"eval/confident", "eval/kl_uniform", "eval/fid"} <= scalars and not {"eval/n", "eval/n_real"} & scalars  # counts, not figures
     assert [(e.step, e.value) for e in events.Scalars("eval/confident")] == [(7, 0.5)]

@@ -23,7 +23,7 @@ import torch
 from .errors import DcganError
 from .plots import image_grid
 
-NOT_SCALARS = ("step", "time", "eval_n")  # row keys that are the x axis or a setting, not a figure to plot
+NOT_SCALARS = ("step", "time", "eval_n", "eval_n_real")  # row keys that are the x axis or a setting, not a figure to plot
 EVAL_PREFIX = "eval_"  # stats.jsonl keys of an evaluation's numbers; TensorBoard groups them under eval/
 
 
