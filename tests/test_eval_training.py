@@ -183,3 +183,53 @@ def test_bad_evaluation_options_are_one_line_before_anything_is_made(tmp_path, c
     out = tmp_path / "run"
     assert message in error_line(capsys, ["train", *CLI_TINY, "--out", str(out), *argv])
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- eval.jsonl after a rollback or a resume
+
+
+def _quick_scores(monkeypatch):
+    def fake_score(generator, kind, n, seed, classifier, *, fid=None):  # wiring, not quality: no sampling, no classifier
+        return {"n": n, "seed": seed, "classes_present": 10, "confident": 0.5, "kl_uniform": 0.1, "seconds": 0.0}
+
+    monkeypatch.setattr(dcgan.train, "score_generator", fake_score)
+
+
+def _logged_steps(run):
+    return [json.loads(line).get("step") for line in (run / "eval.jsonl").read_text().splitlines()]
+
+
+def test_a_resume_from_an_earlier_checkpoint_drops_the_evaluations_it_redoes(tmp_path, monkeypatch):
+    _quick_scores(monkeypatch)
+    run = _run(tmp_path, "run", max_steps=14, eval_every=1, eval_n=50)  # evaluations at 7 and 14
+    for name in ("step_00000014.pt", "final.pt", "last.pt"):  # killed after the evaluation at 14, before its checkpoint
+        (run / "checkpoints" / name).unlink()
+    with open(run / "eval.jsonl", "a") as f:
+        f.write(json.dumps({"n": 50, "seed": 0, "confident": 0.4}) + "\n")  # a `dcgan eval --run` row: no step, kept
+        f.write('{"step": 14, "epo')  # a row cut short by the kill
+    messages = []
+    Trainer.resume(run, log=messages.append).fit()
+    assert any("from step_00000007.pt at step 7" in m for m in messages)
+    assert _logged_steps(run) == [7, None, 14]
+    assert [r["step"] for r in _eval_rows(run)] == [7, 14]
+
+
+def test_a_rollback_drops_the_evaluations_it_redoes(tmp_path, monkeypatch):
+    _quick_scores(monkeypatch)
+    run, real_step, calls = tmp_path / "run", dcgan.train.train_step, {"n": 0}
+
+    def poisoned(state, real, z, **options):  # step 17 blows G up while step_00000014.pt is damaged: back to step 7
+        calls["n"] += 1
+        figures = real_step(state, real, z, **options)
+        if calls["n"] == 17:
+            newest = run / "checkpoints" / "step_00000014.pt"
+            newest.write_bytes(newest.read_bytes()[:100])
+            figures = figures * float("nan")
+        return figures
+
+    monkeypatch.setattr(dcgan.train, "train_step", poisoned)
+    messages = []
+    Trainer(TrainConfig(**{**TINY, "out": str(run), "max_steps": 21, "eval_every": 1, "eval_n": 50}), log=messages.append).fit()
+    assert any("rolled back to step_00000007.pt (step 7)" in m for m in messages)
+    assert _logged_steps(run) == [7, 14, 21]
+    assert [r["step"] for r in _eval_rows(run)] == [7, 14, 21]

@@ -137,3 +137,13 @@ def test_eval_command_scores_a_run_and_appends_a_row(tmp_path, capsys):
     row = json.loads((run / "eval.jsonl").read_text().splitlines()[-1])
     assert row["n"] == 40 and sum(row["class_histogram"]) == 40 and 0 <= row["confident"] <= 1
     assert main(["eval", "--run", str(tmp_path / "nope")]) == 2
+
+
+def test_importing_the_trainer_does_not_import_scipy():
+    # scipy.linalg is only needed by FID; every `dcgan train` would otherwise pay for it at start-up
+    import subprocess
+    import sys
+
+    code = "import dcgan.train, sys; print('scipy' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

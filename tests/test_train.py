@@ -96,3 +96,52 @@ def test_a_run_that_cannot_start_leaves_no_folder(tmp_path):
     with pytest.raises(DcganError, match="larger than the data set"):
         _train(tmp_path, "never", batch_size=4096)
     assert not (tmp_path / "never").exists()
+
+
+CLI_TINY = ["train", "--data", "fake", "--image-size", "16", "--nz", "8", "--ngf", "4", "--ndf", "4", "--batch-size", "32", "--no-progress", "--device", "cpu"]  # fmt: skip
+
+
+def test_a_bad_init_file_leaves_no_run_folder(tmp_path, capsys):
+    from conftest import error_line
+    from dcgan.config import ModelConfig
+    from dcgan.models import Discriminator
+
+    wrong_shape = tmp_path / "netD-32.pth"  # a discriminator for 32x32 images, given to a 16x16 run
+    torch.save(Discriminator(ModelConfig(32, 3, 8, 4, 4)).state_dict(), wrong_shape)
+    missing = tmp_path / "missing.pth"
+    cases = (("--init-g", missing, "not found"), ("--init-d", missing, "not found"), ("--init-d", wrong_shape, "does not fit"))
+    for flag, path, message in cases:
+        out = tmp_path / "run"
+        assert message in error_line(capsys, [*CLI_TINY, flag, str(path), "--out", str(out)])
+        assert not out.exists()
+
+    existing = tmp_path / "existing"  # an empty folder given as --out: not ours to remove
+    existing.mkdir()
+    assert "does not fit" in error_line(capsys, [*CLI_TINY, "--init-d", str(wrong_shape), "--out", str(existing)])
+    assert existing.is_dir() and not any(existing.iterdir())
+    (existing / "notes.txt").write_text("keep me")  # one with content is refused before anything is made
+    assert "not empty" in error_line(capsys, [*CLI_TINY, "--init-d", str(wrong_shape), "--out", str(existing)])
+    assert [p.name for p in existing.iterdir()] == ["notes.txt"] and (existing / "notes.txt").read_text() == "keep me"
+
+
+def test_sync_bn_in_one_process_says_it_has_no_effect(tmp_path, capsys):
+    Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / "run"), "sync_bn": True}))
+    printed = capsys.readouterr().out.splitlines()
+    assert sum("--sync-bn has no effect with one process" in line for line in printed) == 1
+    Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / "plain")}))
+    assert "--sync-bn" not in capsys.readouterr().out
+
+
+def test_a_resume_that_fails_to_start_keeps_the_run(tmp_path, monkeypatch):
+    import dcgan.train
+
+    run = _train(tmp_path, max_steps=1)
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+
+    def broken(model_config):
+        raise DcganError("cannot build")
+
+    monkeypatch.setattr(dcgan.train, "build_models", broken)  # fails after the folder is known, as a bad --init-d would
+    with pytest.raises(DcganError, match="cannot build"):
+        Trainer.resume(run, log=lambda m: None)
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before

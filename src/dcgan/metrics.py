@@ -22,7 +22,6 @@ import warnings
 from typing import Optional
 
 import numpy as np
-from scipy import linalg
 
 CONFIDENT = 0.9  # softmax confidence above which a sample counts as a clearly drawn digit
 
@@ -62,6 +61,8 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6) -> float:
     """FID between two Gaussians, as pytorch-fid computes it (with its fix for a singular product)."""
+    from scipy import linalg  # here, not at the top: importing scipy.linalg costs ~0.2 s, and `dcgan train` imports this module
+
     diff = mu1 - mu2
     covmean = linalg.sqrtm(sigma1.dot(sigma2))
     if not np.isfinite(covmean).all():
@@ -81,6 +82,8 @@ def frechet_distance_of_features(features1: np.ndarray, features2: np.ndarray) -
     (S = Q S' Q^T, so Tr S = Tr S' and (S1 S2)^(1/2) = Q (S1' S2')^(1/2) Q^T), so the matrix square
     root is taken of a k x k matrix instead of a d x d one (2048 x 2048 takes a minute on 2 CPU cores).
     """
+    from scipy import linalg  # for its warning class; imported here for the same reason as in frechet_distance
+
     mu1, sigma1 = feature_statistics(features1)
     mu2, sigma2 = feature_statistics(features2)
     spanning = np.vstack([np.asarray(features1, np.float64) - mu1, np.asarray(features2, np.float64) - mu2, mu1 - mu2])

@@ -68,6 +68,7 @@ from .evaluate import (
     check_best_metric,
     metric_kind,
     score_generator,
+    truncate_results,
 )
 from .fid import FidReference, fid_reference
 from .metrics import summary_line
@@ -173,14 +174,18 @@ class Trainer:
         if not _resume_dir:  # made by rank 0 (the default name holds the time of day); the others learn its name
             run_dir, created = distributed.from_main(lambda: _make_run_dir(config, source))
             created = created and self.processes.is_main
-        try:
-            self.images: ImageSet = load_images(source, config.image_size, config.channels, config.cache_dir, log=log)
-            ranks = self.processes
-            self.batches = Batches(self.images.images, config.batch_size, config.seed, config.drop_last, ranks.rank, ranks.world_size)
+        try:  # all of the rest, not just the data: a bad --init-g/--init-d file fails after the folder is made too
+            self._build(config, source, run_dir, log)
         except BaseException:
-            if created:
+            if created:  # only a folder this call made: never one that was there before, never a resumed run's
                 shutil.rmtree(run_dir, ignore_errors=True)  # leave nothing behind for a run that never started
             raise
+
+    def _build(self, config: TrainConfig, source: Source, run_dir: Path, log: Callable[[str], None]) -> None:
+        """The part of __init__ after the run folder is made: data, networks, optimizers, noise, counters."""
+        self.images: ImageSet = load_images(source, config.image_size, config.channels, config.cache_dir, log=log)
+        ranks = self.processes
+        self.batches = Batches(self.images.images, config.batch_size, config.seed, config.drop_last, ranks.rank, ranks.world_size)
         if self.images.skipped:
             log(f"skipped {self.images.skipped} of {len(source)} files in {source.name} that could not be decoded")
         self.config = config.replace(out=str(run_dir))
@@ -195,6 +200,8 @@ class Trainer:
         self._warm_start(discriminator, "discriminator", config.init_d)
         if config.sync_bn and self.processes.is_distributed:
             generator, discriminator = (distributed.convert_sync_batchnorm(m, self.device) for m in (generator, discriminator))
+        elif config.sync_bn:  # said, not refused: the same command line may be run with and without torchrun
+            log("--sync-bn has no effect with one process (BatchNorm already sees the whole batch); it applies under torchrun")
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN times the convolution algorithms once, keeps the fastest
         layout = torch.channels_last if config.channels_last else torch.contiguous_format
@@ -253,8 +260,7 @@ class Trainer:
         trainer = cls(saved.replace(**{k: v for k, v in changes.items() if k in RESUME_OVERRIDABLE}), log, _resume_dir=run_dir)
         path, payload = trainer._newest_checkpoint()
         trainer.load_state(payload)
-        if trainer.processes.is_main:
-            trainer.stats.truncate(trainer.step)  # rows logged after that checkpoint are redone
+        trainer._drop_rows_after_step()
         best, config = trainer.best, trainer.config
         if best and config.eval_every and (best["metric"], best["n"]) != (config.best_metric, config.eval_n):
             trainer.log(
@@ -426,8 +432,7 @@ class Trainer:
         retries = self.retries
         self.load_state(payload)
         self.retries = retries  # the count goes on, and with it the data order changes
-        if self.processes.is_main:
-            self.stats.truncate(self.step)
+        self._drop_rows_after_step()
         self._bar.n = self.step
         self._bar.refresh()
         self.log(f"{reason}: rolled back to {path.name} (step {self.step}); retry {self.retries} of {self.config.max_retries}")
@@ -487,6 +492,12 @@ class Trainer:
         self.best = payload.get("best")
         self._started = time.perf_counter()
         ckpt.restore_rng(payload["rng"], {"noise": self.noise_rng})
+
+    def _drop_rows_after_step(self) -> None:
+        """After a rollback or resume: rows logged after the restored step are redone, so they are logged again."""
+        if self.processes.is_main:
+            self.stats.truncate(self.step)
+            truncate_results(self.run_dir, self.step)  # evaluations too, so no step is in eval.jsonl twice
 
     def _check_good_state(self) -> None:
         """Pending figures checked, every parameter finite: only such a state is saved or evaluated."""
