@@ -60,6 +60,6 @@ def test_a_run_says_which_preset_and_stabilisers_it_trains_with(tmp_path, capsys
     tiny = ["--data", "fake", "--image-size", "16", "--nz", "8", "--ngf", "4", "--ndf", "4", "--no-progress"]
     argv = ["train", "--preset", "stable", *tiny, "--batch-size", "16", "--max-steps", "1", "--out", str(tmp_path / "run")]
     assert main(argv) == 0
-    assert "training: preset stable, lr 0.0004, loss bce, DiffAugment translation\n" in capsys.readouterr().out
+    assert "training: preset stable, lr 0.0004, loss bce, DiffAugment translation, R1 1 every 16 steps\n" in capsys.readouterr().out
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert (config["preset"], config["batch_size"], config["diffaug"]) == ("stable", 16, "translation")
+    assert (config["preset"], config["batch_size"], config["diffaug"], config["r1"]) == ("stable", 16, "translation", 1.0)

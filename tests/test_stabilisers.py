@@ -95,3 +95,13 @@ def test_the_flags_come_from_a_config_file_too(tmp_path, capsys):
     config = TrainConfig(**load_config_file(path))
     got = (config.loss, config.spectral_norm, config.pack, config.diffaug, config.r1, config.r1_every)
     assert got == ("hinge", True, 2, "translation", 1.0, 4)
+
+
+def test_r1_through_synchronised_batchnorm_is_refused_before_anything_is_made(tmp_path, monkeypatch):
+    from dcgan import distributed
+
+    # as rank 0 of 2 under torchrun: the refusal comes before any collective, so no process group is needed
+    monkeypatch.setattr(distributed, "current", lambda: distributed.Processes(rank=0, world_size=2, local_rank=0))
+    with pytest.raises(DcganError, match=r"--r1 cannot pass through D's BatchNorm.*--r1 0; --preset stable sets 1"):
+        Trainer(TrainConfig(data="fake", r1=1.0, sync_bn=True, out=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()

@@ -152,7 +152,7 @@ class Trainer:
             # R1 differentiates D's input gradient, and the gradient of BatchNorm's cross-process all-reduce is not differentiable
             raise DcganError(
                 "--r1 cannot pass through D's BatchNorm synchronised across processes: "
-                "drop --sync-bn, or add --spectral-norm (no BatchNorm in D)"
+                "drop --sync-bn, turn R1 off (--r1 0; --preset stable sets 1), or add --spectral-norm (no BatchNorm in D)"
             )
         source = resolve_source(config.data)
         config = resolve_config(config, source)
