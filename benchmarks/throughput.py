@@ -17,6 +17,7 @@ measured in the same run, and peak memory.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -170,7 +171,12 @@ def run_toolkit(folder: Path, size: int, batch: int, steps: int, cache: Path) ->
     # each step's figures read back, as the tutorial's .item() calls do
     step_seconds = _time_steps(lambda: train_step(trainer.state, real, z).tolist(), steps)
     result = _result(batch, step_seconds, flops, per_epoch * batch / epoch_seconds)
-    result.update(path=f"precision {trainer.precision}, channels_last {config.channels_last}", decode_once_seconds=round(decode_seconds, 1))
+    # a batch from the decoded cache (index, uint8 -> float, to the device) is made in the training loop itself:
+    # its share of a step says what loader workers could overlap at most
+    batches = itertools.chain.from_iterable(trainer.batches.epoch(epoch) for epoch in itertools.count(2))
+    batch_seconds = _time_steps(lambda: trainer._to_device(next(batches)), steps)
+    result.update(path=f"precision {trainer.precision}, channels_last {config.channels_last}", decode_once_seconds=round(decode_seconds, 1),
+                  batch_ms=round(batch_seconds * 1e3, 2), batch_share=batch_seconds / step_seconds)  # fmt: skip
     return result
 
 
@@ -235,7 +241,8 @@ def main() -> None:
     tutorial, toolkit = results["tutorial"], results["toolkit"]
     print(f"{args.size}x{args.size}x3, batch {args.batch}, {len(list(folder.glob('*.jpg')))} JPEGs; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; fp32 matmul peak {peak:.0f} GFLOP/s (bf16 {peak_bf16:.0f})")  # fmt: skip
-    print(f"toolkit path: {toolkit['path']}; decode once into the cache: {toolkit['decode_once_seconds']} s")
+    print(f"toolkit path: {toolkit['path']}; decode once into the cache: {toolkit['decode_once_seconds']} s; "
+          f"a batch from the cache: {toolkit['batch_ms']} ms ({toolkit['batch_share']:.1%} of a step)")  # fmt: skip
     print(f"{'':32}{'tutorial':>12}{'toolkit':>12}{'ratio':>8}")
     for key, label in (("step_images_per_s", "step images/s"), ("epoch_images_per_s", "whole-epoch images/s"),
                        ("gflops_per_s", "GFLOP/s"), ("peak_rss_mib", "peak memory MiB (main process)")):  # fmt: skip
