@@ -43,6 +43,7 @@ EXAMPLES = {
     ],
     "eval": [
         ("digit class coverage and confidence of 10,000 samples", "dcgan eval --run runs/mnist-20261130-120000"),
+        ("the same for the best checkpoint of a run trained with --eval-every", "dcgan eval --run runs/mnist-20261130-120000 --best"),
         ("FID and KID of a colour run (weights file in ~/.cache/dcgan/inception/)", "dcgan eval --run runs/celeba-20261130-120000 --fid --n 5000"),
         ("the same, with the weights file elsewhere", "dcgan eval --run runs/celeba-20261130-120000 --inception-weights pt_inception-2015-12-05-6726825d.pth"),
     ],

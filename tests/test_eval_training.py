@@ -90,7 +90,14 @@ def test_evaluations_are_logged_and_best_pt_is_the_best_one(tmp_path, capsys):
     page = write_report(run).read_text()  # the report shows evaluation rows beside the training ones
     assert "eval_confident" in page and "steps/s" in page and (run / "losses.png").is_file()
     capsys.readouterr()
+    assert main(["eval", "--run", str(run), "--best", "--n", "50"]) == 0  # the z and n of the evaluations during training
+    assert capsys.readouterr().out.startswith("best.pt: ")
+    scored = json.loads((run / "eval.jsonl").read_text().splitlines()[-1])
+    assert scored["checkpoint"] == "best.pt" and "step" not in scored  # kept by a later rollback's truncation
+    assert scored["confident"] == best["best"]["value"]  # best.pt's generator, scored again: the value it was kept for
     assert "best.pt" in error_line(capsys, ["sample", "--run", str(tmp_path / "run-without"), "--best", "--out", "x.png"])
+    (tmp_path / "run-without").mkdir()
+    assert "best.pt" in error_line(capsys, ["eval", "--run", str(tmp_path / "run-without"), "--best"])
 
 
 def test_training_is_bitwise_the_same_with_or_without_evaluation(tmp_path):

@@ -121,7 +121,7 @@ def _eval_parser(sub) -> None:
     p = sub.add_parser(
         "eval",
         help="score a run's samples offline: the digit classifier, and FID/KID with --fid",
-        description="Score a run's newest generator: digit class coverage and confidence (grayscale digit runs), "
+        description="Score a run's newest generator (or with --best its best.pt): digit class coverage and confidence (grayscale digit runs), "
         "or modes out of 1000 and KL to uniform (stacked-mnist runs); with --fid also FID and KID against the run's "
         "training images (any run, colour ones too). Appends to RUN/eval.jsonl.",
         epilog="example: dcgan eval --run runs/mnist-20261130-120000 --n 10000",
@@ -139,6 +139,7 @@ def _eval_parser(sub) -> None:
         help=f"that weights file (implies --fid) {INCEPTION_WEIGHTS_DEFAULT_HELP}",
     )  # fmt: skip
     p.add_argument("--device", help="where the generator and Inception run: cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--best", action="store_true", help="score checkpoints/best.pt, the best evaluation of a run trained with --eval-every, instead of the newest checkpoint")
 
 
 def _sample_parser(sub) -> None:
@@ -258,19 +259,25 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _best_checkpoint(run: Path) -> Path:
+    """RUN/checkpoints/best.pt (`--best` of sample and eval), or one line saying why there is none."""
+    from .checkpoint import BEST_NAME
+
+    path = run / "checkpoints" / BEST_NAME
+    if not path.is_file():
+        raise DcganError(f"no {path}: only runs trained with --eval-every keep a best checkpoint")
+    return path
+
+
 def _sample(args: argparse.Namespace) -> int:
     from .sample import generate, latent, load_generator, save_samples
 
     if args.n < 1:
         raise DcganError(f"--n must be at least 1, not {args.n}")
     if args.best:
-        from .checkpoint import BEST_NAME
-
         if not args.run or args.checkpoint:
             raise DcganError("--best picks a run's checkpoints/best.pt: give --run RUN, and no --checkpoint")
-        args.checkpoint = str(Path(args.run) / "checkpoints" / BEST_NAME)
-        if not Path(args.checkpoint).is_file():
-            raise DcganError(f"no {args.checkpoint}: only runs trained with --eval-every keep a best checkpoint")
+        args.checkpoint = str(_best_checkpoint(Path(args.run)))
     generator = load_generator(Path(args.run) if args.run else None, Path(args.checkpoint) if args.checkpoint else None)
     if args.interpolate is not None:
         from .sample import interpolation_latents, save_interpolation
@@ -313,8 +320,11 @@ def _eval(args: argparse.Namespace) -> int:
     weights = Path(args.inception_weights) if args.inception_weights else None
     device = resolve_device(args.device or "cpu", current())
     fid = args.fid or weights is not None
-    result = evaluate_run(Path(args.run), args.n, args.seed, fid=fid, inception_weights=weights, device=device)
-    print(summary_line(result))
+    checkpoint = _best_checkpoint(Path(args.run)) if args.best else None
+    result = evaluate_run(
+        Path(args.run), args.n, args.seed, fid=fid, inception_weights=weights, device=device, checkpoint=checkpoint
+    )
+    print((f"{checkpoint.name}: " if checkpoint else "") + summary_line(result))
     print(f"appended to {Path(args.run) / 'eval.jsonl'}")
     return 0
 

@@ -142,19 +142,23 @@ def evaluate_run(
     fid: bool = False,
     inception_weights: Optional[Path] = None,
     device: Optional[torch.device] = None,
+    checkpoint: Optional[Path] = None,
 ) -> dict:
     """Score RUN's newest generator and append the row to RUN/eval.jsonl; fid=True adds FID and KID.
 
     `device` (default the CPU) runs the generator and Inception; the digit classifier stays on the CPU.
+    `checkpoint` (such as RUN/checkpoints/best.pt) is scored instead of the newest; the row names it.
     """
     run = Path(run)
     config = read_config(run)
     kind = metric_kind(config.data, config.channels or 1, fid)
     n = n or (DEFAULT_SAMPLES[kind] if kind else DEFAULT_FID_SAMPLES)
-    generator = load_generator(run).to(device or "cpu")
+    generator = load_generator(None if checkpoint else run, checkpoint).to(device or "cpu")
     # the Inception weights are found and checked first, so a missing file fails before any slow work
     reference = fid_reference(config, n, inception_weights, cache_dir, device, log=log) if fid else None
     classifier = load_classifier(cache_dir, log=log) if kind else None
     result = score_generator(generator, kind, n, seed, classifier, fid=reference)
+    if checkpoint is not None:
+        result = {"checkpoint": Path(checkpoint).name, **result}
     append_result(run, result)
     return result
