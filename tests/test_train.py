@@ -145,3 +145,20 @@ def test_a_resume_that_fails_to_start_keeps_the_run(tmp_path, monkeypatch):
     with pytest.raises(DcganError, match="cannot build"):
         Trainer.resume(run, log=lambda m: None)
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+
+
+def test_a_resume_does_not_need_the_warm_start_files_any_more(tmp_path):
+    def fit(name, **changes):
+        return Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / name), **changes}), log=lambda m: None).fit()
+
+    def rows(run):
+        return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in (run / "stats.jsonl").read_text().splitlines()]
+
+    init = tmp_path / "init.pt"
+    init.write_bytes((fit("donor", max_steps=2) / "checkpoints" / "final.pt").read_bytes())
+    run, whole = fit("run", max_steps=3, init_g=str(init)), fit("whole", max_steps=5, init_g=str(init))
+    init.unlink()  # moved or deleted after the run started: its weights are in the run's checkpoints
+    messages = []
+    Trainer.resume(run, log=messages.append, max_steps=5).fit()
+    assert not any("initialised from" in m for m in messages)  # the checkpoint's weights, not the file's
+    assert [r["step"] for r in rows(run)] == [1, 2, 3, 4, 5] and rows(run) == rows(whole)  # and the resume is still exact

@@ -175,13 +175,13 @@ class Trainer:
             run_dir, created = distributed.from_main(lambda: _make_run_dir(config, source))
             created = created and self.processes.is_main
         try:  # all of the rest, not just the data: a bad --init-g/--init-d file fails after the folder is made too
-            self._build(config, source, run_dir, log)
+            self._build(config, source, run_dir, log, resuming=_resume_dir is not None)
         except BaseException:
             if created:  # only a folder this call made: never one that was there before, never a resumed run's
                 shutil.rmtree(run_dir, ignore_errors=True)  # leave nothing behind for a run that never started
             raise
 
-    def _build(self, config: TrainConfig, source: Source, run_dir: Path, log: Callable[[str], None]) -> None:
+    def _build(self, config: TrainConfig, source: Source, run_dir: Path, log: Callable[[str], None], resuming: bool) -> None:
         """The part of __init__ after the run folder is made: data, networks, optimizers, noise, counters."""
         self.images: ImageSet = load_images(source, config.image_size, config.channels, config.cache_dir, log=log)
         ranks = self.processes
@@ -196,8 +196,9 @@ class Trainer:
         torch.manual_seed(config.seed)  # weights; data order and noise have generators of their own
         self.model_config = self.config.model()
         generator, discriminator = build_models(self.model_config)
-        self._warm_start(generator, "generator", config.init_g)
-        self._warm_start(discriminator, "discriminator", config.init_d)
+        if not resuming:  # a resume loads every weight from its checkpoint: the warm-start files may be gone by then
+            self._warm_start(generator, "generator", config.init_g)
+            self._warm_start(discriminator, "discriminator", config.init_d)
         if config.sync_bn and self.processes.is_distributed:
             generator, discriminator = (distributed.convert_sync_batchnorm(m, self.device) for m in (generator, discriminator))
         elif config.sync_bn:  # said, not refused: the same command line may be run with and without torchrun
