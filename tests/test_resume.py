@@ -49,11 +49,15 @@ def _assert_same_final_state(run_a, run_b):
 def uninterrupted(tmp_path_factory):
     """The reference: 40 steps (2.5 epochs) in one go."""
     folder = tmp_path_factory.mktemp("reference")
+    # made before conftest's per-test thread count: set it here too, or an OMP_NUM_THREADS=1 environment would
+    # train the reference with 1 thread and the runs compared with it with 2, which sum in another order
+    torch.set_num_threads(2)
     return Trainer(TrainConfig(**{**TINY, "out": str(folder / "run"), "max_steps": 40, "checkpoint_every": 3}), **QUIET).fit()
 
 
 def _spawn(args, tmp_path):
-    env = {**os.environ, "DCGAN_CACHE": str(tmp_path / "cache")}
+    # the thread count of the runs compared with it (conftest's), whatever OMP_NUM_THREADS the tests were started with
+    env = {**os.environ, "DCGAN_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "2"}
     return subprocess.Popen([sys.executable, "-m", "dcgan", "train", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
