@@ -19,6 +19,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import random_images, write_png_folder
 from dcgan import checkpoint as ckpt
 from dcgan import distributed
 from dcgan.cli import main
@@ -65,7 +66,16 @@ def faulty_step(state, real, z, **options):
     return figures
 
 dcgan.train.Trainer.fit = fit_and_save_networks
-if rank == 1 and fault != "none":
+if fault == "count":  # how many images this rank decodes, written to decoded.rankN in the working folder
+    import atexit, itertools
+    import dcgan.data
+    preprocess, decoded = dcgan.data.preprocess, itertools.count()  # next() is atomic: decoding runs in threads
+    def counting_preprocess(*args):
+        next(decoded)
+        return preprocess(*args)
+    dcgan.data.preprocess = counting_preprocess
+    atexit.register(lambda: open(f"decoded.rank{rank}", "w").write(str(next(decoded))))
+if rank == 1 and fault not in ("none", "count"):
     dcgan.train.train_step = faulty_step
 sys.exit(main(argv))
 '''
@@ -277,6 +287,29 @@ def test_spectral_norm_and_r1_with_two_processes_match_one_process_with_the_glob
 
 
 # ---------------------------------------------------------------- a rank that fails
+
+
+def test_the_first_process_of_a_machine_decodes_the_data_and_the_others_read_its_cache(tmp_path):
+    photos = tmp_path / "photos"
+    write_png_folder(photos, random_images(20, 16, 16, 1))
+    args = ["--data", str(photos), *CLI_TINY[2:], "--batch-size", "4", "--max-steps", "2", "--out", str(tmp_path / "run")]
+    done = _worker(tmp_path, "count", args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    decoded = [int((tmp_path / f"decoded.rank{rank}").read_text()) for rank in (0, 1)]
+    assert decoded == [20, 0]  # rank 1 reads back the cache rank 0 wrote: before, both decoded all 20
+
+
+def test_data_that_fails_to_decode_stops_every_rank_with_one_line(tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for index in range(3):
+        (broken / f"img_{index}.png").write_bytes(b"not a png")
+    done = _worker(tmp_path, "none", ["--data", str(broken), *CLI_TINY[2:], "--batch-size", "4", "--out", str(tmp_path / "run")])
+    assert done.returncode != 0
+    # each rank says it in one line, unless torchrun stops rank 1 first on rank 0's exit (and two lines may interleave)
+    assert 1 <= done.stderr.count("dcgan: error: none of the 3 image files in broken could be decoded") <= 2, done.stderr[-3000:]
+    assert "[rank0]: Traceback" not in done.stderr and "[rank1]: Traceback" not in done.stderr  # (torchrun prints its own)
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_crashed_rank_stops_the_job_instead_of_hanging(tmp_path):

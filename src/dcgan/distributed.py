@@ -198,6 +198,34 @@ def from_main(compute: Callable[[], T]) -> T:
     return value
 
 
+def first_on_each_machine(compute: Callable[[], T]) -> T:
+    """compute() on every rank, but on each machine's first process (LOCAL_RANK 0) before the others.
+
+    For work that leaves its result on the machine's disk: the decoded-image cache is written once per
+    machine and read back by the other processes there, instead of every process decoding every image
+    at once. A failure in a first process (one line for a DcganError) stops every rank.
+    """
+    if not _several():
+        return compute()
+    first = current().local_rank == 0
+    result, failure, message = None, None, None
+    if first:
+        try:
+            result = compute()
+        except DcganError as error:
+            failure, message = error, str(error)
+        except Exception as error:  # a bug: the others stop too, this rank keeps the traceback
+            failure, message = error, f"rank {dist.get_rank()} failed: {_first_line(error)}"
+    messages: list = [None] * dist.get_world_size()
+    dist.all_gather_object(messages, message)  # also the barrier: the first processes are done
+    if failure is not None:
+        raise failure
+    reported = next((m for m in messages if m), None)
+    if reported:
+        raise DcganError(reported)
+    return result if first else compute()
+
+
 def average(values: torch.Tensor) -> torch.Tensor:
     """The mean of `values` over the ranks: figures of the whole global batch, the same on every rank."""
     if not _several():

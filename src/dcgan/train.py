@@ -183,7 +183,10 @@ class Trainer:
 
     def _build(self, config: TrainConfig, source: Source, run_dir: Path, log: Callable[[str], None], resuming: bool) -> None:
         """The part of __init__ after the run folder is made: data, networks, optimizers, noise, counters."""
-        self.images: ImageSet = load_images(source, config.image_size, config.channels, config.cache_dir, log=log)
+        # several processes: each machine's first one decodes into the cache, the others read it back
+        self.images: ImageSet = distributed.first_on_each_machine(
+            lambda: load_images(source, config.image_size, config.channels, config.cache_dir, log=log)
+        )
         ranks = self.processes
         self.batches = Batches(self.images.images, config.batch_size, config.seed, config.drop_last, ranks.rank, ranks.world_size)
         if self.images.skipped:
