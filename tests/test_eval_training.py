@@ -95,8 +95,11 @@ def test_evaluations_are_logged_and_best_pt_is_the_best_one(tmp_path, capsys):
     scored = json.loads((run / "eval.jsonl").read_text().splitlines()[-1])
     assert scored["checkpoint"] == "best.pt" and "step" not in scored  # kept by a later rollback's truncation
     assert scored["confident"] == best["best"]["value"]  # best.pt's generator, scored again: the value it was kept for
-    assert "best.pt" in error_line(capsys, ["sample", "--run", str(tmp_path / "run-without"), "--best", "--out", "x.png"])
+    for command in (["sample", "--out", "x.png"], ["eval"]):
+        missing = error_line(capsys, [*command, "--run", str(tmp_path / "run-without"), "--best"])
+        assert missing.endswith(f"run folder not found: {tmp_path / 'run-without'}")
     (tmp_path / "run-without").mkdir()
+    assert "best.pt" in error_line(capsys, ["sample", "--run", str(tmp_path / "run-without"), "--best", "--out", "x.png"])
     assert "best.pt" in error_line(capsys, ["eval", "--run", str(tmp_path / "run-without"), "--best"])
 
 

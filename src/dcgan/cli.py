@@ -264,6 +264,8 @@ def _best_checkpoint(run: Path) -> Path:
     from .checkpoint import BEST_NAME
 
     path = run / "checkpoints" / BEST_NAME
+    if not run.is_dir():
+        raise DcganError(f"run folder not found: {run}")
     if not path.is_file():
         raise DcganError(f"no {path}: only runs trained with --eval-every keep a best checkpoint")
     return path
