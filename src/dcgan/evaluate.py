@@ -26,7 +26,7 @@ from .classifier import load_classifier, predict
 from .errors import DcganError
 from .fid import FidReference, fid_reference
 from .metrics import digit_stats, stacked_stats
-from .run_files import read_config, replace_atomic
+from .run_files import read_config
 from .models import Generator
 from .sample import generate, latent, load_generator
 
@@ -110,26 +110,6 @@ def score_generator(
 def append_result(run: Path, result: dict) -> None:
     with open(Path(run) / "eval.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")
-
-
-def truncate_results(run: Path, step: int) -> None:
-    """Drop the training evaluations after `step` from RUN/eval.jsonl, as StatsLog.truncate does for stats.jsonl:
-    a rollback or resume to that step redoes them and appends them again. Rows of `dcgan eval` have no step: kept."""
-    path = Path(run) / "eval.jsonl"
-    if not path.exists():
-        return
-    text = path.read_text()
-    lines = text.splitlines()
-    kept = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by a kill: nothing can read it, and the next row appended would be glued to it
-        if not (isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] > step):
-            kept.append(line)
-    if kept != lines or not text.endswith("\n"):  # a last row cut just before its newline is complete, but unended
-        replace_atomic(path, "".join(line + "\n" for line in kept))  # a kill mid-write leaves the old file whole
 
 
 def evaluate_run(

@@ -64,6 +64,26 @@ def replace_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def truncate_rows(path: Path, step: int) -> None:
+    """Drop the rows of a JSON-lines log (stats.jsonl, eval.jsonl) logged after `step`: a rollback or resume
+    to that step redoes them and logs them again. Rows without a step (those of `dcgan eval`) are kept."""
+    path = Path(path)
+    if not path.exists():
+        return
+    text = path.read_text()
+    lines = text.splitlines()
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill: nothing can read it, and the next row appended would be glued to it
+        if not (isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] > step):
+            kept.append(line)
+    if kept != lines or not text.endswith("\n"):  # a last row cut just before its newline is complete, but unended
+        replace_atomic(path, "".join(line + "\n" for line in kept))  # a kill mid-write leaves the old file whole
+
+
 class StatsLog:
     """stats.jsonl: one JSON object per training step, appended in blocks."""
 
@@ -87,5 +107,4 @@ class StatsLog:
 
     def truncate(self, step: int) -> None:
         """Keep the rows up to `step`: the steps after a checkpoint are logged again when redone."""
-        if self.path.exists():
-            replace_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.rows() if r["step"] <= step))
+        truncate_rows(self.path, step)

@@ -68,13 +68,12 @@ from .evaluate import (
     check_best_metric,
     metric_kind,
     score_generator,
-    truncate_results,
 )
 from .fid import FidReference, fid_reference
 from .metrics import summary_line
 from .models import build_models, count_parameters
 from .plots import load_grids, save_animation, save_grid, save_loss_plot, save_real_vs_fake
-from .run_files import StatsLog, default_run_dir, prepare_run_dir, read_config
+from .run_files import StatsLog, default_run_dir, prepare_run_dir, read_config, truncate_rows
 from .sample import generate
 from .sources import BUILTIN_SOURCES, Source, resolve_source
 from .isolation import checked_train_step
@@ -501,7 +500,7 @@ class Trainer:
         """After a rollback or resume: rows logged after the restored step are redone, so they are logged again."""
         if self.processes.is_main:
             self.stats.truncate(self.step)
-            truncate_results(self.run_dir, self.step)  # evaluations too, so no step is in eval.jsonl twice
+            truncate_rows(self.run_dir / "eval.jsonl", self.step)  # evaluations too, so no step is in eval.jsonl twice
 
     def _check_good_state(self) -> None:
         """Pending figures checked, every parameter finite: only such a state is saved or evaluated."""
