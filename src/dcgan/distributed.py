@@ -172,6 +172,16 @@ def shard(global_batch: torch.Tensor, processes: Processes) -> torch.Tensor:
     return global_batch[processes.rank :: processes.world_size]
 
 
+def _attempt(compute: Callable[[], T]) -> tuple[Optional[T], Optional[BaseException], Optional[str]]:
+    """(compute()'s result, None, None), or (None, the failure, the one line the other ranks stop with)."""
+    try:
+        return compute(), None, None
+    except DcganError as error:
+        return None, error, str(error)
+    except Exception as error:  # a bug: the others stop too, this rank keeps the traceback
+        return None, error, f"rank {dist.get_rank()} failed: {_first_line(error)}"
+
+
 def from_main(compute: Callable[[], T]) -> T:
     """compute() run by rank 0 alone, its result handed to every rank (a DcganError there is raised everywhere).
 
@@ -183,12 +193,8 @@ def from_main(compute: Callable[[], T]) -> T:
     box: list = [None]
     failure: Optional[BaseException] = None
     if dist.get_rank() == 0:
-        try:
-            box[0] = ("value", compute())
-        except DcganError as error:
-            box[0], failure = ("error", str(error)), error
-        except Exception as error:  # a bug: the others stop too, rank 0 keeps the traceback
-            box[0], failure = ("error", f"rank 0 failed: {_first_line(error)}"), error
+        value, failure, message = _attempt(compute)
+        box[0] = ("value", value) if failure is None else ("error", message)
     dist.broadcast_object_list(box, src=0)  # pickled: the ranks of one job trust each other
     if failure is not None:
         raise failure
@@ -208,14 +214,7 @@ def first_on_each_machine(compute: Callable[[], T]) -> T:
     if not _several():
         return compute()
     first = current().local_rank == 0
-    result, failure, message = None, None, None
-    if first:
-        try:
-            result = compute()
-        except DcganError as error:
-            failure, message = error, str(error)
-        except Exception as error:  # a bug: the others stop too, this rank keeps the traceback
-            failure, message = error, f"rank {dist.get_rank()} failed: {_first_line(error)}"
+    result, failure, message = _attempt(compute) if first else (None, None, None)
     messages: list = [None] * dist.get_world_size()
     dist.all_gather_object(messages, message)  # also the barrier: the first processes are done
     if failure is not None:
