@@ -60,6 +60,35 @@ def test_a_run_says_which_preset_and_stabilisers_it_trains_with(tmp_path, capsys
     tiny = ["--data", "fake", "--image-size", "16", "--nz", "8", "--ngf", "4", "--ndf", "4", "--no-progress"]
     argv = ["train", "--preset", "stable", *tiny, "--batch-size", "16", "--max-steps", "1", "--out", str(tmp_path / "run")]
     assert main(argv) == 0
-    assert "training: preset stable, lr 0.0004, loss bce, DiffAugment translation, R1 1 every 16 steps\n" in capsys.readouterr().out
+    assert "training: preset stable, lr 0.0004, Adam betas (0, 0.99), loss bce, DiffAugment translation, R1 1 every 16 steps\n" in capsys.readouterr().out
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["preset"], config["batch_size"], config["diffaug"], config["r1"]) == ("stable", 16, "translation", 1.0)
+
+
+def test_a_new_run_on_the_embedded_digits_starts_from_stable(capsys):
+    stable = {**PRESETS["stable"], "preset": "stable"}
+    for argv in ([], ["--data", "stacked-mnist"]):  # the default job, and the other digit set stable was measured on
+        config = _resolved(capsys, argv)
+        assert {key: config[key] for key in stable} == stable, argv
+    config = _resolved(capsys, ["--lr", "1e-3", "--r1", "0", "--beta2", "0.9"])  # flags still override it
+    assert (config["preset"], config["lr"], config["r1"], config["beta2"], config["batch_size"]) == ("stable", 1e-3, 0.0, 0.9, 64)
+
+
+def test_other_data_and_the_plain_preset_keep_the_config_defaults(tmp_path, capsys):
+    defaults = TrainConfig().to_dict()
+    stable_fields = tuple(PRESETS["stable"])
+    assert _resolved(capsys, ["--data", "digits"]) == {**defaults, "data": "digits"}
+    assert _resolved(capsys, ["--preset", "plain"]) == {**defaults, "preset": "plain"}
+    path = tmp_path / "run.toml"
+    path.write_text('preset = "plain"\n')
+    config = _resolved(capsys, ["--config", str(path)])  # a preset named in the file counts as named
+    assert {key: config[key] for key in stable_fields} == {key: defaults[key] for key in stable_fields}
+
+
+def test_a_resumed_run_keeps_its_own_preset(tmp_path, capsys):
+    tiny = ["--image-size", "16", "--nz", "8", "--ngf", "4", "--ndf", "4", "--batch-size", "16", "--no-progress"]
+    run = tmp_path / "run"
+    assert main(["train", "--data", "mnist", "--preset", "plain", *tiny, "--max-steps", "1", "--out", str(run)]) == 0
+    assert main(["train", "--resume", str(run), "--max-steps", "2"]) == 0  # no stable values forced onto a plain run
+    config = json.loads((run / "config.json").read_text())
+    assert (config["preset"], config["lr"], config["diffaug"], config["r1"]) == ("plain", 2e-4, None, 0.0)

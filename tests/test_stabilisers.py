@@ -102,6 +102,6 @@ def test_r1_through_synchronised_batchnorm_is_refused_before_anything_is_made(tm
 
     # as rank 0 of 2 under torchrun: the refusal comes before any collective, so no process group is needed
     monkeypatch.setattr(distributed, "current", lambda: distributed.Processes(rank=0, world_size=2, local_rank=0))
-    with pytest.raises(DcganError, match=r"--r1 cannot pass through D's BatchNorm.*--r1 0; --preset stable sets 1"):
+    with pytest.raises(DcganError, match=r"--r1 cannot pass through D's BatchNorm.*--r1 0; --preset stable, the default on mnist and stacked-mnist, sets 1"):
         Trainer(TrainConfig(data="fake", r1=1.0, sync_bn=True, out=str(tmp_path / "run")))
     assert not (tmp_path / "run").exists()

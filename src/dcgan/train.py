@@ -151,7 +151,7 @@ class Trainer:
             # R1 differentiates D's input gradient, and the gradient of BatchNorm's cross-process all-reduce is not differentiable
             raise DcganError(
                 "--r1 cannot pass through D's BatchNorm synchronised across processes: "
-                "drop --sync-bn, turn R1 off (--r1 0; --preset stable sets 1), or add --spectral-norm (no BatchNorm in D)"
+                "drop --sync-bn, turn R1 off (--r1 0; --preset stable, the default on mnist and stacked-mnist, sets 1), or add --spectral-norm (no BatchNorm in D)"
             )
         source = resolve_source(config.data)
         config = resolve_config(config, source)
@@ -618,7 +618,7 @@ class Trainer:
             f"D {count_parameters(self.discriminator) / 1e6:.2f}M (ndf {c.ndf}); seed {c.seed}{device}; run folder {self.run_dir}"
         )
         training = [f"preset {c.preset}"] if c.preset else []
-        training += [f"lr {c.lr:g}", f"loss {c.loss}"] + self._stabilisers()
+        training += [f"lr {c.lr:g}", f"Adam betas ({c.beta1:g}, {c.beta2:g})", f"loss {c.loss}"] + self._stabilisers()
         self.log("training: " + ", ".join(training))
 
     def _stabilisers(self) -> list[str]:
