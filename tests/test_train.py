@@ -96,6 +96,10 @@ def test_a_run_that_cannot_start_leaves_no_folder(tmp_path):
     with pytest.raises(DcganError, match="larger than the data set"):
         _train(tmp_path, "never", batch_size=4096)
     assert not (tmp_path / "never").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(DcganError, match="larger than the data set"):  # the parents it had to make go too; older ones stay
+        _train(tmp_path, "kept/new/parents/never", batch_size=4096)
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"] and not any((tmp_path / "kept").iterdir())
 
 
 CLI_TINY = ["train", "--data", "fake", "--image-size", "16", "--nz", "8", "--ngf", "4", "--ndf", "4", "--batch-size", "32", "--no-progress", "--device", "cpu"]  # fmt: skip

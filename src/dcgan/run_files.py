@@ -21,8 +21,13 @@ def default_run_dir(data_name: str, runs_root: Path = Path("runs"), now: Optiona
     return candidate
 
 
-def prepare_run_dir(path: Path) -> bool:
-    """Create the run folder and prove it writable. Returns whether it was created here."""
+def prepare_run_dir(path: Path) -> Optional[Path]:
+    """Create the run folder and prove it writable.
+
+    Returns the outermost folder made here (the run folder, or the first of its parents that was
+    missing, such as `runs/`), so a run that fails to start can remove all it made; None if the run
+    folder was there already.
+    """
     if path.exists() and not path.is_dir():
         raise DcganError(f"output path {path} exists and is not a folder")
     if path.is_dir() and any(path.iterdir()):
@@ -30,7 +35,11 @@ def prepare_run_dir(path: Path) -> bool:
             f"output folder {path} is not empty; choose a new --out so nothing saved there is overwritten "
             f"(or continue it: dcgan train --resume {path})"
         )
-    created = not path.exists()
+    made = None
+    for folder in (path, *path.parents):  # from the run folder up to the outermost missing one
+        if folder.exists():
+            break
+        made = folder
     probe = path / ".write-test"
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -38,7 +47,7 @@ def prepare_run_dir(path: Path) -> bool:
         probe.unlink()
     except OSError as error:
         raise DcganError(f"cannot write to output folder {path}: {error.strerror or error}") from None
-    return created
+    return made
 
 
 def read_config_values(run_dir: Path) -> dict:

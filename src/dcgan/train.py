@@ -106,7 +106,7 @@ def _silent(message: str) -> None:
     pass  # the log of every rank but 0: one process speaks for the job
 
 
-def _make_run_dir(config: TrainConfig, source: Source) -> tuple[Path, bool]:
+def _make_run_dir(config: TrainConfig, source: Source) -> tuple[Path, Optional[Path]]:
     run_dir = Path(config.out) if config.out else default_run_dir(source.name)
     return run_dir, prepare_run_dir(run_dir)
 
@@ -169,15 +169,15 @@ class Trainer:
         if self.metric_kind and self.processes.is_main:
             with torch.random.fork_rng(devices=[]):  # training it the first time seeds torch's global stream
                 self.classifier = load_classifier(config.cache_dir, log=log)
-        run_dir, created = _resume_dir, False
+        run_dir, made = _resume_dir, None
         if not _resume_dir:  # made by rank 0 (the default name holds the time of day); the others learn its name
-            run_dir, created = distributed.from_main(lambda: _make_run_dir(config, source))
-            created = created and self.processes.is_main
+            run_dir, made = distributed.from_main(lambda: _make_run_dir(config, source))
+            made = made if self.processes.is_main else None
         try:  # all of the rest, not just the data: a bad --init-g/--init-d file fails after the folder is made too
             self._build(config, source, run_dir, log, resuming=_resume_dir is not None)
         except BaseException:
-            if created:  # only a folder this call made: never one that was there before, never a resumed run's
-                shutil.rmtree(run_dir, ignore_errors=True)  # leave nothing behind for a run that never started
+            if made is not None:  # only folders this call made (with their missing parents): never one that was there before
+                shutil.rmtree(made, ignore_errors=True)  # leave nothing behind for a run that never started
             raise
 
     def _build(self, config: TrainConfig, source: Source, run_dir: Path, log: Callable[[str], None], resuming: bool) -> None:
