@@ -67,3 +67,38 @@ def test_evaluation_rows_are_grouped_under_eval(tmp_path):
     scalars = set(events.Tags()["scalars"])
     assert {"eval/confident", "eval/kl_uniform", "eval/fid"} <= scalars and not {"eval/n", "eval/n_real"} & scalars  # counts, not figures
     assert [(e.step, e.value) for e in events.Scalars("eval/confident")] == [(7, 0.5)]
+
+
+@pytest.mark.skipif(not HAVE_TENSORBOARD, reason="tensorboard is not installed: pip install tensorboard (it is in the test extra)")
+def test_steps_redone_by_a_rollback_or_a_resume_are_plotted_once(tmp_path, monkeypatch):
+    import torch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import dcgan.train
+
+    real_step, calls = dcgan.train.train_step, {"n": 0}
+
+    def nan_at_call_11(state, real, z, **options):  # step 11 diverges: the run goes back to step 8 and redoes 9 and 10
+        calls["n"] += 1
+        figures = real_step(state, real, z, **options)
+        if calls["n"] == 11:
+            with torch.no_grad():
+                next(state.generator.parameters()).fill_(float("nan"))
+            figures = figures * float("nan")
+        return figures
+
+    monkeypatch.setattr(dcgan.train, "train_step", nan_at_call_11)
+    config = TrainConfig(
+        data="fake", image_size=16, nz=8, ngf=4, ndf=4, batch_size=64, max_steps=14, n_fixed=8, log_every=5,
+        checkpoint_every=4, keep=10, progress=False, tensorboard=True, out=str(tmp_path / "run"),
+    )  # fmt: skip
+    run = Trainer(config, log=lambda m: None).fit()
+    monkeypatch.setattr(dcgan.train, "train_step", real_step)
+    for late in ("final.pt", "last.pt", "step_00000014.pt", "step_00000012.pt"):  # as if stopped after its step-12 rows
+        (run / "checkpoints" / late).unlink(missing_ok=True)
+    Trainer.resume(run, max_steps=16, log=lambda m: None).fit()  # from step 8 again: redoes 9 to 14
+    events = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert [e.step for e in events.Scalars("loss_d")] == [r["step"] for r in rows] == list(range(1, 17))
+    assert [e.value for e in events.Scalars("loss_d")] == pytest.approx([r["loss_d"] for r in rows], rel=1e-6)

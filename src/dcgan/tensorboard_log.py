@@ -40,13 +40,13 @@ def require_tensorboard() -> None:
 class TensorBoardLog:
     """One SummaryWriter for a run; create it only in the process that writes the run's files."""
 
-    def __init__(self, log_dir: Path, purge_step: int = 0):
+    def __init__(self, log_dir: Path, after_step: int = 0):
         require_tensorboard()
         from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step: a resumed run redoes the steps after its checkpoint; TensorBoard hides the
-        # earlier events from that step on, so the curves do not fold back on themselves
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step or None)
+        # after_step: a resumed or rolled-back run redoes the steps after its checkpoint's; TensorBoard
+        # hides the earlier events from the next step on (purge_step), so no step is plotted twice
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=after_step + 1 if after_step else None)
 
     def scalars(self, rows: list[dict]) -> None:
         for row in rows:

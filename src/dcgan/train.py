@@ -300,7 +300,7 @@ class Trainer:
                 folder.mkdir(exist_ok=True)
             (self.run_dir / "config.json").write_text(self.config.to_json() + "\n")
         if self.config.tensorboard and self.tensorboard is None and self.processes.is_main:
-            self.tensorboard = TensorBoardLog(self.run_dir / "tb", purge_step=self.step)
+            self.tensorboard = TensorBoardLog(self.run_dir / "tb", after_step=self.step)
         if self.step == 0:
             self._save_checkpoint()  # the point a divergence before the first epoch end rolls back to
         previous = self._install_signal_handlers()
@@ -501,6 +501,9 @@ class Trainer:
         if self.processes.is_main:
             self.stats.truncate(self.step)
             truncate_rows(self.run_dir / "eval.jsonl", self.step)  # evaluations too, so no step is in eval.jsonl twice
+        if self.tensorboard is not None:  # a rollback mid-run: hide the events it redoes, as a resume does
+            self.tensorboard.close()
+            self.tensorboard = TensorBoardLog(self.run_dir / "tb", after_step=self.step)
 
     def _check_good_state(self) -> None:
         """Pending figures checked, every parameter finite: only such a state is saved or evaluated."""
