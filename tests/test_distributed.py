@@ -364,3 +364,15 @@ def test_two_gpus_with_nccl_hold_identical_networks(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f"run.rank{r}.pt", weights_only=True, map_location="cpu") for r in (0, 1))
     assert all(torch.equal(rank0["generator"][k], rank1["generator"][k]) for k in rank0["generator"])
+
+
+def test_a_missing_inception_file_stops_every_rank_with_its_own_line(tmp_path):
+    # rank 0 alone builds the FID reference; the other ranks learn why it failed instead of losing contact with it
+    args = CLI_TINY + ["--batch-size", "8", "--no-progress", "--max-steps", "2", "--eval-every", "1", "--eval-fid"]
+    args += ["--inception-weights", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "run")]
+    done = _worker(tmp_path, "none", args)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("dcgan: error:")]
+    assert 1 <= len(errors) <= 2 and all("Inception weights file not found" in line for line in errors), done.stderr[-3000:]
+    assert "[rank0]: Traceback" not in done.stderr and "[rank1]: Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()

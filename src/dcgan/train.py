@@ -158,17 +158,11 @@ class Trainer:
         config, self.metric_kind = resolve_evaluation(config)
         self.device = distributed.resolve_device(config.device, self.processes)
         self.fid_reference: Optional[FidReference] = None  # --eval-fid: rank 0's Inception and training-image features
-        if config.eval_fid and self.processes.is_main:
-            # made once, before the classifier and the run folder: a missing or wrong weights file fails at once, with
-            # nothing made, and each evaluation pays only for its samples. cache_dir None: the weights file and the
-            # feature cache of `dcgan eval` (the training images themselves are read through config.cache_dir)
-            weights = Path(config.inception_weights) if config.inception_weights else None
-            with torch.random.fork_rng(devices=[]):  # building the network draws its initial weights from the global stream
-                self.fid_reference = fid_reference(config, config.eval_n, weights, None, self.device, log=log)
         self.classifier = None  # --eval-every: rank 0's digit classifier, loaded (or trained once) before the run starts
-        if self.metric_kind and self.processes.is_main:
-            with torch.random.fork_rng(devices=[]):  # training it the first time seeds torch's global stream
-                self.classifier = load_classifier(config.cache_dir, log=log)
+        if config.eval_fid or self.metric_kind:
+            # made by rank 0 alone; from_main hands its failure (one line) to every rank, which would otherwise wait
+            # for it in the next collective until --dist-timeout
+            distributed.from_main(lambda: self._load_evaluators(config, log))
         run_dir, made = _resume_dir, None
         if not _resume_dir:  # made by rank 0 (the default name holds the time of day); the others learn its name
             run_dir, made = distributed.from_main(lambda: _make_run_dir(config, source))
@@ -179,6 +173,19 @@ class Trainer:
             if made is not None:  # only folders this call made (with their missing parents): never one that was there before
                 shutil.rmtree(made, ignore_errors=True)  # leave nothing behind for a run that never started
             raise
+
+    def _load_evaluators(self, config: TrainConfig, log: Callable[[str], None]) -> None:
+        """Rank 0's FID reference (--eval-fid) and digit classifier (a digit metric), before the run folder is made."""
+        if config.eval_fid:
+            # made once, before the classifier and the run folder: a missing or wrong weights file fails at once, with
+            # nothing made, and each evaluation pays only for its samples. cache_dir None: the weights file and the
+            # feature cache of `dcgan eval` (the training images themselves are read through config.cache_dir)
+            weights = Path(config.inception_weights) if config.inception_weights else None
+            with torch.random.fork_rng(devices=[]):  # building the network draws its initial weights from the global stream
+                self.fid_reference = fid_reference(config, config.eval_n, weights, None, self.device, log=log)
+        if self.metric_kind:
+            with torch.random.fork_rng(devices=[]):  # training it the first time seeds torch's global stream
+                self.classifier = load_classifier(config.cache_dir, log=log)
 
     def _build(self, config: TrainConfig, source: Source, run_dir: Path, log: Callable[[str], None], resuming: bool) -> None:
         """The part of __init__ after the run folder is made: data, networks, optimizers, noise, counters."""
