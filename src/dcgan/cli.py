@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 from . import why_detach_cli
 from .config import LOSSES, TrainConfig
 from .errors import DcganError
-from .presets import PRESETS, default_preset, preset_options
+from .presets import PRESETS, STABLE_BY_DEFAULT, default_preset, preset_options
 
 DEFAULTS = TrainConfig()
 # FID help shared by `train --eval-fid` and `eval --fid`: the same Inception, weights file and cost
@@ -38,7 +38,7 @@ def _train_parser(sub) -> None:
         "train",
         help="train a DCGAN",
         description="Train a DCGAN. With no arguments: the embedded MNIST digits at 32x32, about 4 minutes on 2 CPU cores. "
-        "A new run on mnist or stacked-mnist that names no --preset starts from --preset stable (batch 64, lr 4e-4, "
+        f"A new run on {STABLE_BY_DEFAULT} that names no --preset starts from --preset stable (batch 64, lr 4e-4, "
         "betas 0 and 0.99, --diffaug translation, --r1 1, at least 2,400 steps); the defaults below are those of other data "
         "and of --preset plain.",
         epilog="example: dcgan train --data img_align_celeba.zip --image-size 64 --channels 3 --epochs 5",
@@ -116,7 +116,7 @@ def _train_parser(sub) -> None:
         "--preset", choices=tuple(PRESETS),
         help="start from a named set of options: tutorial (the PyTorch DCGAN tutorial exactly: 64x64, widths 64, 5 epochs, fp32), "
         "stable (the best settings measured; see the README) or plain (the defaults: the tutorial's hyperparameters at the "
-        "data's natural size); --config and flags override it (default: stable for mnist and stacked-mnist, plain otherwise)",
+        f"data's natural size); --config and flags override it (default: stable for {STABLE_BY_DEFAULT}, plain otherwise)",
     )  # fmt: skip
     p.add_argument("--config", metavar="FILE", help="a TOML file of options (keys: the option names, or TrainConfig fields); flags given here override it")
     p.add_argument("--print-config", nargs="?", const="toml", choices=("toml", "json"), help="print the resolved configuration (default TOML, loadable by --config) and exit")

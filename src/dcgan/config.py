@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .errors import DcganError
+from .presets import R1_OFF_HINT
 
 MIN_IMAGE_SIZE = 16
 MAX_IMAGE_SIZE = 256
@@ -175,7 +176,7 @@ class TrainConfig:
         if not 0 <= self.r1 < float("inf"):
             raise DcganError(f"r1 (gamma) must be 0 (off) or a positive number, not {self.r1}")
         if self.r1 and self.compile:  # R1 differentiates a gradient, which torch.compile cannot (double backward)
-            raise DcganError("r1 needs the gradient of a gradient, which torch.compile does not support: drop compile, or r1 (--r1 0; --preset stable, the default on mnist and stacked-mnist, sets 1)")
+            raise DcganError(f"r1 needs the gradient of a gradient, which torch.compile does not support: drop compile, or r1 ({R1_OFF_HINT})")
 
     def model(self) -> ModelConfig:
         """The architecture; call after image_size, channels and the widths are resolved."""

@@ -63,6 +63,8 @@ PRESETS: dict[str, dict] = {
 # scored better there on every measure (README, "Sample quality"); other data keep the tutorial's
 # hyperparameters, since stable was measured on digits only
 DATA_PRESETS = {"mnist": "stable", "stacked-mnist": "stable"}
+STABLE_BY_DEFAULT = " and ".join(data for data, name in DATA_PRESETS.items() if name == "stable")  # for messages
+R1_OFF_HINT = f"--r1 0; --preset stable, the default on {STABLE_BY_DEFAULT}, sets 1"  # the R1 refusals' way out
 
 
 def default_preset(data: str) -> Optional[str]:

@@ -73,6 +73,7 @@ from .fid import FidReference, fid_reference
 from .metrics import summary_line
 from .models import build_models, count_parameters
 from .plots import load_grids, save_animation, save_grid, save_loss_plot, save_real_vs_fake
+from .presets import R1_OFF_HINT
 from .run_files import StatsLog, default_run_dir, prepare_run_dir, read_config, truncate_rows
 from .sample import generate
 from .sources import BUILTIN_SOURCES, Source, resolve_source
@@ -151,7 +152,7 @@ class Trainer:
             # R1 differentiates D's input gradient, and the gradient of BatchNorm's cross-process all-reduce is not differentiable
             raise DcganError(
                 "--r1 cannot pass through D's BatchNorm synchronised across processes: "
-                "drop --sync-bn, turn R1 off (--r1 0; --preset stable, the default on mnist and stacked-mnist, sets 1), or add --spectral-norm (no BatchNorm in D)"
+                f"drop --sync-bn, turn R1 off ({R1_OFF_HINT}), or add --spectral-norm (no BatchNorm in D)"
             )
         source = resolve_source(config.data)
         config = resolve_config(config, source)
