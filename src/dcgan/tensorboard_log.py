@@ -42,11 +42,20 @@ class TensorBoardLog:
 
     def __init__(self, log_dir: Path, after_step: int = 0):
         require_tensorboard()
+        self.log_dir = Path(log_dir)
+        self.writer = self._open(after_step)
+
+    def _open(self, after_step: int):
         from torch.utils.tensorboard import SummaryWriter
 
         # after_step: a resumed or rolled-back run redoes the steps after its checkpoint's; TensorBoard
         # hides the earlier events from the next step on (purge_step), so no step is plotted twice
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=after_step + 1 if after_step else None)
+        return SummaryWriter(log_dir=str(self.log_dir), purge_step=after_step + 1 if after_step else None)
+
+    def redo_after(self, step: int) -> None:
+        """A rollback mid-run to `step`: the steps after it are redone, so their earlier events are hidden."""
+        self.writer.close()
+        self.writer = self._open(step)
 
     def scalars(self, rows: list[dict]) -> None:
         for row in rows:

@@ -505,13 +505,12 @@ class Trainer:
         ckpt.restore_rng(payload["rng"], {"noise": self.noise_rng})
 
     def _drop_rows_after_step(self) -> None:
-        """After a rollback or resume: rows logged after the restored step are redone, so they are logged again."""
+        """After a rollback or resume: rows and events logged after the restored step are redone, so they are logged again."""
         if self.processes.is_main:
             self.stats.truncate(self.step)
             truncate_rows(self.run_dir / "eval.jsonl", self.step)  # evaluations too, so no step is in eval.jsonl twice
-        if self.tensorboard is not None:  # a rollback mid-run: hide the events it redoes, as a resume does
-            self.tensorboard.close()
-            self.tensorboard = TensorBoardLog(self.run_dir / "tb", after_step=self.step)
+        if self.tensorboard is not None:  # a rollback mid-run (a resume opens it later, at its step)
+            self.tensorboard.redo_after(self.step)
 
     def _check_good_state(self) -> None:
         """Pending figures checked, every parameter finite: only such a state is saved or evaluated."""
