@@ -83,3 +83,17 @@ def test_a_run_from_a_config_file(tmp_path):
     assert main(["train", "--config", str(path), "--max-steps", "2"]) == 0
     saved = json.loads((run / "config.json").read_text())
     assert saved["image_size"] == 16 and saved["ngf"] == 4 and saved["max_steps"] == 2
+
+
+def test_whole_numbers_for_float_fields_are_stored_as_floats():
+    # TrainConfig(beta1=0) from Python: Adam refuses betas of mixed types (0, 0.99) with a traceback
+    import torch
+
+    from dcgan.precision import adam
+
+    config = TrainConfig(beta1=0, beta2=0.99, lr=1, r1=2)
+    assert (type(config.beta1), type(config.lr), type(config.r1)) == (float, float, float)
+    assert config.beta1 == 0.0 and config.lr == 1.0 and config.r1 == 2.0
+    assert type(config.batch_size) is int and config.ema_decay is None  # ints and None stay as they are
+    optimizer = adam([torch.nn.Parameter(torch.zeros(2))], config.lr, (config.beta1, config.beta2))
+    assert optimizer.defaults["betas"] == (0.0, 0.99)

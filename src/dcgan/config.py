@@ -9,7 +9,9 @@ The defaults are the PyTorch DCGAN tutorial's, except where a comment says other
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import typing
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -129,6 +131,12 @@ class TrainConfig:
     check_isolation: Optional[int] = None  # every N steps, verify the D step left G untouched and the G step left D's weights
 
     def __post_init__(self) -> None:
+        # an int where a float is meant (TrainConfig(beta1=0)) would reach torch as is, and Adam refuses
+        # betas of mixed types with a traceback; 0 and 0.0 mean the same setting, so store the float
+        for name, kind in field_types().items():
+            value = getattr(self, name)
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))  # frozen: the dataclass way to set a field
         if self.image_size is not None:
             check_image_size(self.image_size)
         if self.channels is not None:
@@ -202,3 +210,13 @@ class TrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=1)
+def field_types() -> dict[str, type]:
+    """Each TrainConfig field's value type, with Optional[...] unwrapped: {"lr": float, "ngf": int, ...}."""
+    types = {}
+    for name, hint in typing.get_type_hints(TrainConfig).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        types[name] = args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
+    return types

@@ -18,11 +18,10 @@ import dataclasses
 import difflib
 import json
 import sys
-import typing
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig
+from .config import TrainConfig, field_types
 from .errors import DcganError
 
 if sys.version_info >= (3, 11):
@@ -31,15 +30,6 @@ else:  # the same parser, published as a package before Python 3.11
     import tomli as tomllib
 
 PRINT_FORMATS = ("toml", "json")
-
-
-def _field_types() -> dict[str, type]:
-    """Each TrainConfig field's value type, with Optional[...] unwrapped (TOML cannot say None)."""
-    types = {}
-    for name, hint in typing.get_type_hints(TrainConfig).items():
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        types[name] = args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
-    return types
 
 
 def _check_type(key: str, value: Any, expected: Any, path: Path) -> Any:
@@ -75,7 +65,7 @@ def load_config_file(path: Path) -> dict:
         raise DcganError(f"{path} is not valid TOML: {error}") from None
     except UnicodeDecodeError:
         raise DcganError(f"{path} is not valid TOML: not UTF-8 text") from None
-    types = _field_types()
+    types = field_types()  # Optional[...] unwrapped: TOML cannot say None
     values = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
