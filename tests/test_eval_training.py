@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import dcgan.train
+import dcgan.training_eval
 from dcgan import checkpoint as ckpt
 from dcgan.classifier import CLASSIFIER_VERSION, train_classifier
 from dcgan.cli import main
@@ -139,7 +140,7 @@ def test_a_resumed_run_keeps_its_best_and_goes_on_from_its_newest_checkpoint(tmp
     def fake_score(generator, kind, n, seed, classifier, *, fid=None):
         return {"n": n, "seed": seed, "classes_present": 10, "confident": scripted.pop(0), "kl_uniform": 0.1, "seconds": 0.0}
 
-    monkeypatch.setattr(dcgan.train, "score_generator", fake_score)
+    monkeypatch.setattr(dcgan.training_eval, "score_generator", fake_score)
     scripted[:] = [0.9, 0.5]
     run = _run(tmp_path, "run", max_steps=14, eval_every=1, eval_n=50)  # evaluations at 7 and 14
     best_pt = run / "checkpoints" / "best.pt"
@@ -202,7 +203,7 @@ def _quick_scores(monkeypatch):
     def fake_score(generator, kind, n, seed, classifier, *, fid=None):  # wiring, not quality: no sampling, no classifier
         return {"n": n, "seed": seed, "classes_present": 10, "confident": 0.5, "kl_uniform": 0.1, "seconds": 0.0}
 
-    monkeypatch.setattr(dcgan.train, "score_generator", fake_score)
+    monkeypatch.setattr(dcgan.training_eval, "score_generator", fake_score)
 
 
 def _logged_steps(run):

@@ -9,7 +9,7 @@ Results are printed and appended to RUN/eval.jsonl, one JSON object a line.
 `dcgan train --eval-every K` scores the generator the same way (`score_generator`) every K epochs,
 on fewer samples (TRAINING_SAMPLES; TRAINING_FID_SAMPLES for colour runs, which need --eval-fid),
 and keeps the checkpoint with the best `--best-metric` (BEST_METRIC by default, fid for colour runs;
-HIGHER_IS_BETTER says which way is better); see train.py.
+HIGHER_IS_BETTER says which way is better); see train.py and training_eval.py.
 """
 
 from __future__ import annotations

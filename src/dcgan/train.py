@@ -19,13 +19,13 @@ Run folder:
                            the last `keep`), final.pt, and last.pt pointing at the newest;
                            with --eval-every, best.pt: the state at the best evaluation so far
 
-Evaluation (--eval-every K): after every K-th epoch and at the end of the run, rank 0 scores the
-sampling generator on eval_n samples with the `dcgan eval` metrics (evaluate.score_generator: the
-same z each time, BatchNorm in eval mode, no random stream touched; with --eval-fid also FID and
-KID, against up to eval_n training images whose Inception features are computed once, before the
-first step), before that step's checkpoint is written, so every checkpoint carries the best value so
-far and a resumed run never replaces a better best.pt by a worse one. The training steps are
-exactly those of a run without evaluation.
+Evaluation (--eval-every K; settings and scorers in training_eval.py): after every K-th epoch and at
+the end of the run, rank 0 scores the sampling generator on eval_n samples with the `dcgan eval`
+metrics (evaluate.score_generator: the same z each time, BatchNorm in eval mode, no random stream
+touched; with --eval-fid also FID and KID, against up to eval_n training images whose Inception
+features are computed once, before the first step), before that step's checkpoint is written, so
+every checkpoint carries the best value so far and a resumed run never replaces a better best.pt by
+a worse one. The training steps are exactly those of a run without evaluation.
 
 Divergence guard: a non-finite figure or parameter, or D(G(z)) below `collapse_threshold` for
 `collapse_steps` steps in a row, rolls the run back to its newest checkpoint (only good states are
@@ -56,20 +56,10 @@ from . import checkpoint as ckpt
 from . import precision
 from . import distributed
 from .augment import make_augment
-from .classifier import load_classifier
 from .config import ModelConfig, TrainConfig
 from .data import Batches, ImageSet, load_images
 from .errors import DcganError
-from .evaluate import (
-    HIGHER_IS_BETTER,
-    TRAINING_FID_SAMPLES,
-    TRAINING_SAMPLES,
-    append_result,
-    check_best_metric,
-    metric_kind,
-    score_generator,
-)
-from .fid import FidReference, fid_reference
+from .evaluate import append_result
 from .metrics import summary_line
 from .models import build_models, count_parameters
 from .plots import load_grids, save_animation, save_grid, save_loss_plot, save_real_vs_fake
@@ -80,9 +70,9 @@ from .sources import BUILTIN_SOURCES, Source, resolve_source
 from .isolation import checked_train_step
 from .step import FIGURE_NAMES, GanState, train_step
 from .tensorboard_log import TensorBoardLog, require_tensorboard
+from .training_eval import TrainingEvaluator, improves_best, resolve_evaluation
 
 TUTORIAL_EPOCHS = 5
-EVAL_SEED = 0  # noise seed of every evaluation during training: the z of `dcgan eval`'s default, the same at every step
 RESUME_OVERRIDABLE = ("epochs", "max_steps", "checkpoint_every", "keep", "progress", "log_every", "max_retries", "tensorboard",
                       "device", "dist_timeout", "check_isolation", "eval_every", "eval_n", "best_metric", "eval_fid",
                       "inception_weights")  # fmt: skip
@@ -123,24 +113,6 @@ def resolve_config(config: TrainConfig, source: Source) -> TrainConfig:
     )
 
 
-def resolve_evaluation(config: TrainConfig) -> tuple[TrainConfig, Optional[str]]:
-    """With eval_every: the metric kind of the data (None: colour data, FID/KID alone), and eval_fid, eval_n,
-    best_metric and inception_weights filled in; one line if there is no metric."""
-    if not config.eval_every:
-        return config, None
-    fid = config.eval_fid or config.inception_weights is not None  # naming the weights file asks for FID, as in dcgan eval
-    try:
-        kind = metric_kind(config.data, config.channels, fid=fid, fid_flag="--eval-fid")
-    except DcganError as error:
-        raise DcganError(f"--eval-every: {error}") from None
-    best_metric = check_best_metric(config.best_metric, kind, fid=fid)
-    eval_n = config.eval_n or (TRAINING_SAMPLES[kind] if kind else TRAINING_FID_SAMPLES)
-    weights = config.inception_weights
-    if weights is not None:  # stored absolute, as the data path is, so `--resume` works from any working directory
-        weights = str(Path(weights).expanduser().resolve())
-    return config.replace(eval_fid=fid, eval_n=eval_n, best_metric=best_metric, inception_weights=weights), kind
-
-
 class Trainer:
     def __init__(self, config: TrainConfig, log: Callable[[str], None] = print, *, _resume_dir: Optional[Path] = None):
         # several processes (torchrun): rank 0 alone prints and writes the run folder; see distributed.py
@@ -156,14 +128,14 @@ class Trainer:
             )
         source = resolve_source(config.data)
         config = resolve_config(config, source)
-        config, self.metric_kind = resolve_evaluation(config)
+        config, metric_kind = resolve_evaluation(config)
         self.device = distributed.resolve_device(config.device, self.processes)
-        self.fid_reference: Optional[FidReference] = None  # --eval-fid: rank 0's Inception and training-image features
-        self.classifier = None  # --eval-every: rank 0's digit classifier, loaded (or trained once) before the run starts
-        if config.eval_fid or self.metric_kind:
+        # --eval-every: rank 0's classifier and/or Inception reference, made before the run folder (training_eval.py)
+        self.evaluator: Optional[TrainingEvaluator] = None
+        if config.eval_fid or metric_kind:
             # made by rank 0 alone; from_main hands its failure (one line) to every rank, which would otherwise wait
             # for it in the next collective until --dist-timeout
-            distributed.from_main(lambda: self._load_evaluators(config, log))
+            distributed.from_main(lambda: self._load_evaluator(config, metric_kind, log))
         run_dir, made = _resume_dir, None
         if not _resume_dir:  # made by rank 0 (the default name holds the time of day); the others learn its name
             run_dir, made = distributed.from_main(lambda: _make_run_dir(config, source))
@@ -175,18 +147,8 @@ class Trainer:
                 shutil.rmtree(made, ignore_errors=True)  # leave nothing behind for a run that never started
             raise
 
-    def _load_evaluators(self, config: TrainConfig, log: Callable[[str], None]) -> None:
-        """Rank 0's FID reference (--eval-fid) and digit classifier (a digit metric), before the run folder is made."""
-        if config.eval_fid:
-            # made once, before the classifier and the run folder: a missing or wrong weights file fails at once, with
-            # nothing made, and each evaluation pays only for its samples. cache_dir None: the weights file and the
-            # feature cache of `dcgan eval` (the training images themselves are read through config.cache_dir)
-            weights = Path(config.inception_weights) if config.inception_weights else None
-            with torch.random.fork_rng(devices=[]):  # building the network draws its initial weights from the global stream
-                self.fid_reference = fid_reference(config, config.eval_n, weights, None, self.device, log=log)
-        if self.metric_kind:
-            with torch.random.fork_rng(devices=[]):  # training it the first time seeds torch's global stream
-                self.classifier = load_classifier(config.cache_dir, log=log)
+    def _load_evaluator(self, config: TrainConfig, metric_kind: Optional[str], log: Callable[[str], None]) -> None:
+        self.evaluator = TrainingEvaluator(config, metric_kind, self.device, log)  # returns nothing: from_main sends no network
 
     def _build(self, config: TrainConfig, source: Source, run_dir: Path, log: Callable[[str], None], resuming: bool) -> None:
         """The part of __init__ after the run folder is made: data, networks, optimizers, noise, counters."""
@@ -536,11 +498,11 @@ class Trainer:
         config = self.config
         epoch = self.epoch if self.batch_in_epoch else self.epoch - 1  # the epoch of the last step
         started = time.perf_counter()
-        result = distributed.from_main(self._score)
+        result = distributed.from_main(lambda: self.evaluator.score(self.sampler))
         self._started += time.perf_counter() - started  # `time` in stats.jsonl counts training seconds only
         self._evaluated_step = self.step
         value = result[config.best_metric]  # one of the metrics of its kind (resolve_evaluation)
-        improved = self._improves_best(value)
+        improved = improves_best(self.best, config.best_metric, config.eval_n, value)
         if improved:
             self.best = {"metric": config.best_metric, "value": value, "step": self.step, "epoch": epoch, "n": config.eval_n}
         if not self.processes.is_main:
@@ -557,18 +519,6 @@ class Trainer:
             note = f"; new best {config.best_metric}, saved {ckpt.BEST_NAME}"
         scores = summary_line(result, tuple(k for k in numbers if k != "n"))
         self.log(f"evaluation at step {self.step} (epoch {epoch}, {config.eval_n} samples): {scores}{note}")
-
-    def _score(self) -> dict:
-        with torch.random.fork_rng(devices=[]):  # belt and braces: score_generator draws z from a generator of its own
-            return score_generator(
-                self.sampler, self.metric_kind, self.config.eval_n, EVAL_SEED, self.classifier, fid=self.fid_reference
-            )
-
-    def _improves_best(self, value: float) -> bool:
-        best, config = self.best, self.config
-        if best is None or (best["metric"], best["n"]) != (config.best_metric, config.eval_n):
-            return True  # the first evaluation, or the first since a resume changed --best-metric or --eval-n
-        return value > best["value"] if HIGHER_IS_BETTER[best["metric"]] else value < best["value"]
 
     # ------------------------------------------------------------------ signals
 
