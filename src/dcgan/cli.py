@@ -38,8 +38,8 @@ def _train_parser(sub) -> None:
         "train",
         help="train a DCGAN",
         description="Train a DCGAN. With no arguments: the embedded MNIST digits at 32x32, about 4 minutes on 2 CPU cores. "
-        f"A new run on {STABLE_BY_DEFAULT} that names no --preset starts from --preset stable (batch 64, lr 4e-4, "
-        "betas 0 and 0.99, --diffaug translation, --r1 1, at least 2,400 steps); the defaults below are those of other data "
+        f"A new run on {STABLE_BY_DEFAULT} that names no --preset starts from --preset stable (nz 32, batch 64, "
+        "lr 4e-4, betas 0 and 0.99, --diffaug translation, --r1 1, at least 2,400 steps); the defaults below are those of other data "
         "and of --preset plain.",
         epilog="example: dcgan train --data img_align_celeba.zip --image-size 64 --channels 3 --epochs 5",
     )

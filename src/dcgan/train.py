@@ -574,7 +574,7 @@ class Trainer:
         layout = ", channels_last" if c.channels_last else ""
         self.log(f"precision {self.precision} ({self._precision_reason}){layout}{', torch.compile' if c.compile else ''}")
         self.log(
-            f"G {count_parameters(self.generator) / 1e6:.2f}M parameters (ngf {c.ngf}), "
+            f"G {count_parameters(self.generator) / 1e6:.2f}M parameters (nz {c.nz}, ngf {c.ngf}), "
             f"D {count_parameters(self.discriminator) / 1e6:.2f}M (ndf {c.ndf}); seed {c.seed}{device}; run folder {self.run_dir}"
         )
         training = [f"preset {c.preset}"] if c.preset else []
