@@ -44,9 +44,9 @@ PRESETS: dict[str, dict] = {
     # learning rate, more and faster steps and translated D inputs raised the confident fraction from
     # 45% to about 57% in the same time, a light R1 penalty on D brought the class KL from 0.08 to
     # 0.02-0.03, and Adam without momentum (beta1 0, beta2 0.99, as StyleGAN2 pairs with R1) added
-    # 1-13 points at every length on two seeds (3-5 at 2,400 steps), and a latent of 32 instead of 100
-    # numbers 2.6-4 points more on three seeds (the first layer learns faster from fewer inputs; 16 and
-    # 64 were no better); hinge + spectral norm collapsed to a few classes there, R1 5 was slower to learn
+    # 1-13 points at every length on two seeds (3-5 at 2,400 steps), and a latent of 32 numbers instead
+    # of 100 added 2.6-4 points at 2,400 steps on three seeds (16 and 64 were no better than 100); hinge
+    # + spectral norm collapsed to a few classes there, R1 5 was slower to learn
     "stable": {
         "nz": 32,
         "batch_size": 64,
