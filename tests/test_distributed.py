@@ -225,6 +225,18 @@ def test_both_ranks_hold_identical_networks(two_processes):
     assert all(torch.equal(saved["generator"][k], rank0["generator"][k]) for k in saved["generator"])
 
 
+def test_info_codes_under_two_processes_keep_the_ranks_identical(tmp_path):
+    # the code head is used by the fake half of the D step only: its gradient must still be all-reduced
+    args = CLI_TINY + ["--batch-size", "8", "--info-codes", "3", "--max-steps", "3", "--out", str(tmp_path / "run")]
+    done = _worker(tmp_path, "none", args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / f"run.rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert "code_head.weight" in rank0["discriminator"]
+    for net in ("generator", "discriminator"):  # the weights; BatchNorm's running statistics are each rank's own
+        weights = [k for k in rank0[net] if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+        assert all(torch.equal(rank0[net][k], rank1[net][k]) for k in weights), net
+
+
 def test_two_processes_with_sync_bn_match_one_process_with_the_global_batch(two_processes, tmp_path):
     run, _ = two_processes
     config = TrainConfig(**{**TINY, "batch_size": 16, "max_steps": STEPS, "out": str(tmp_path / "one")})

@@ -24,10 +24,10 @@ ONNX_ATOL = 1e-5
 TORCHSCRIPT_ATOL = 1e-6
 
 
-@pytest.fixture(scope="module")
-def generator():
+@pytest.fixture(scope="module", params=[(), (3, 2)], ids=["plain", "info_codes"])
+def generator(request):
     torch.manual_seed(0)
-    generator, _ = build_models(ModelConfig(image_size=16, channels=3, nz=8, ngf=4, ndf=4))
+    generator, _ = build_models(ModelConfig(image_size=16, channels=3, nz=8, ngf=4, ndf=4, info_codes=request.param))
     with torch.no_grad():  # move BatchNorm's running statistics off (0, 1), so eval mode matters
         for _ in range(3):
             generator(torch.randn(32, 8, 1, 1) * 2 + 0.5)

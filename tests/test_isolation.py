@@ -37,8 +37,8 @@ def _undetached_d_step(state, real, z, r1_gamma=0.0):
     return fake, torch.zeros(3)
 
 
-def _g_step_that_moves_d(state, fake):
-    figures = dcgan.step.generator_step(state, fake)
+def _g_step_that_moves_d(state, fake, codes=None):
+    figures = dcgan.step.generator_step(state, fake, codes)
     state.optimizer_d.step()  # a bug: D's stale gradients move D during the G step
     return figures
 

@@ -22,6 +22,7 @@ FLAGS = {
     "pack": {"pack": 2},
     "diffaug": {"diffaug": "color,translation,cutout"},
     "r1": {"r1": 1.0, "r1_every": 2},  # R1 on steps 2 and 4: one before the stop, one after the resume
+    "info_codes": {"info_codes": "3,2", "info_weight": 0.5},  # the last 5 of z's 8 numbers pick the categories
 }
 
 
@@ -57,7 +58,7 @@ def test_r1_trains_with_fp16_loss_scaling(tmp_path):
 def test_a_checkpoint_from_before_the_stabilisers_resumes(tmp_path):
     trainer = Trainer(TrainConfig(**{**TINY, "out": str(tmp_path / "run")}), **QUIET)
     payload = trainer.state_dict()
-    for key in ("spectral_norm", "pack"):  # what a checkpoint written before these options holds
+    for key in ("spectral_norm", "pack", "info_codes"):  # what a checkpoint written before these options holds
         del payload["model"][key]
     trainer.load_state(payload)
 
@@ -71,6 +72,11 @@ def test_a_checkpoint_from_before_the_stabilisers_resumes(tmp_path):
         (["--r1", "-1"], "r1 (gamma) must be 0 (off) or a positive number, not -1.0"),
         (["--r1-every", "0"], "r1_every must be at least 1, not 0"),
         (["--r1", "1", "--compile"], "r1 needs the gradient of a gradient, which torch.compile does not support"),
+        (["--info-codes", "10,1"], "info_codes '10,1' must be category counts of at least 2"),
+        (["--info-codes", "ten"], "info_codes 'ten' must be category counts of at least 2"),
+        (["--info-codes", "10", "--nz", "10"], "info codes 10 take the last 10 numbers of z, so nz (10) must be larger"),
+        (["--info-codes", "10", "--pack", "2"], "info codes need one D output per image, and pack gives one per group"),
+        (["--info-codes", "10", "--info-weight", "0"], "info_weight must be a positive number, not 0.0"),
     ],
 )
 def test_bad_values_are_one_line_and_status_2(capsys, tmp_path, flags, message):
@@ -95,6 +101,9 @@ def test_the_flags_come_from_a_config_file_too(tmp_path, capsys):
     config = TrainConfig(**load_config_file(path))
     got = (config.loss, config.spectral_norm, config.pack, config.diffaug, config.r1, config.r1_every)
     assert got == ("hinge", True, 2, "translation", 1.0, 4)
+    path.write_text('info-codes = "10,10"\ninfo-weight = 2\n')
+    config = TrainConfig(**load_config_file(path))
+    assert (config.info_codes, config.info_weight) == ("10,10", 2.0)
 
 
 def test_r1_through_synchronised_batchnorm_is_refused_before_anything_is_made(tmp_path, monkeypatch):

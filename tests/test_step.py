@@ -8,7 +8,7 @@ import torch
 from dcgan.augment import make_augment
 from dcgan.config import ModelConfig
 from dcgan.models import build_models
-from dcgan.step import FIGURE_NAMES, GanState, discriminator_step, generator_step, train_step
+from dcgan.step import FIGURE_NAMES, GanState, codes_of, discriminator_step, generator_step, train_step
 
 
 def _state(seed=0):
@@ -115,6 +115,7 @@ STABILISERS = {
     "pack": ({"pack": 2}, {}, 0.0),
     "diffaug": ({}, {"augment": make_augment("color,translation,cutout")}, 0.0),
     "r1": ({}, {}, 10.0),
+    "info_codes": ({"info_codes": (3, 2)}, {"info_codes": (3, 2)}, 0.0),  # the last 5 of z's 8 numbers
 }
 
 
@@ -132,7 +133,7 @@ def test_each_stabiliser_keeps_the_detach_discipline(name):
     assert _same(_params(generator), g_params) and all(p.grad is None for p in generator.parameters())
     assert fake.grad_fn is not None  # G's graph survived
     d_params = _params(discriminator)
-    generator_step(state, fake)  # reuses fake: a second pass through G's graph
+    generator_step(state, fake, codes_of(state, z))  # reuses fake: a second pass through G's graph
     assert _same(_params(discriminator), d_params)
     assert not _same(_params(generator), g_params)
     if not model_changes:  # from the same weights and batch, the default step updates D otherwise

@@ -160,10 +160,14 @@ def infer_discriminator_config(state_dict: dict) -> ModelConfig:
 
 
 def _discriminator_mismatch(module: torch.nn.Module, state_dict: dict) -> Optional[str]:
-    """Why D weights do not fit, when the reason is --spectral-norm or --pack (a tutorial netD has neither)."""
+    """Why D weights do not fit, when the reason is --spectral-norm, --pack or --info-codes (a tutorial netD has none)."""
     if not isinstance(module, Discriminator):
         return None
     config, spectral = module.config, any(".parametrizations." in k for k in state_dict)
+    head = next((v for k, v in state_dict.items() if k.startswith("code_head.") and k.endswith(("weight", "original"))), None)
+    theirs = head.shape[0] if head is not None else 0
+    if theirs != sum(config.info_codes):
+        return f"guess {theirs} InfoGAN code categories in all, and this discriminator {sum(config.info_codes)} (--info-codes)"
     if spectral != config.spectral_norm:
         ours = "has it" if config.spectral_norm else "has none"
         theirs = "with" if spectral else "without"

@@ -95,6 +95,13 @@ def _train_parser(sub) -> None:
         "(images; groups with --pack) of ||grad_x D(x)||^2, times --r1-every; the G step is unchanged. Not with --compile "
         "(default 0: off)"))  # fmt: skip
     s.add_argument("--r1-every", type=int, metavar="N", help=f"lazy R1: --r1 on every N-th D step only, N times as strong (default {DEFAULTS.r1_every})")
+    s.add_argument("--info-codes", metavar="K[,K...]", help=(
+        "InfoGAN, no labels needed: the last K numbers of z (of --nz) pick one of K categories (their argmax), which G "
+        "receives as a one-hot vector; several codes take consecutive groups. D gains a head that guesses the categories "
+        "from its last features: the D step adds the code loss (cross-entropy of that guess) on the detached fakes, the "
+        "G step the same loss on the same fakes through the fixed D, so each category becomes a kind of image. "
+        "Not with --pack (default: none)"))  # fmt: skip
+    s.add_argument("--info-weight", type=float, metavar="LAMBDA", help=f"weight of the code loss in both steps (default {DEFAULTS.info_weight:g})")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="numeric precision (default auto: bf16 where the CPU or GPU multiplies bf16 natively, else fp32)")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None, help="keep the NCHW memory layout (default: channels_last, faster)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile each network (a minute of compiling first; then faster steps)")
@@ -217,7 +224,7 @@ _TRAIN_FIELDS = (
     "seed", "out", "cache_dir", "log_every", "checkpoint_every", "keep", "max_retries", "init_g", "init_d", "progress",
     "tensorboard", "device", "sync_bn", "dist_timeout", "check_isolation", "precision", "channels_last", "compile", "ema_decay",
     "eval_every", "eval_n", "best_metric", "eval_fid", "inception_weights",
-    "loss", "spectral_norm", "pack", "diffaug", "r1", "r1_every",
+    "loss", "spectral_norm", "pack", "diffaug", "r1", "r1_every", "info_codes", "info_weight",
 )  # fmt: skip
 
 

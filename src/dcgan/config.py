@@ -44,6 +44,24 @@ def parse_diffaug(policy: str) -> tuple[str, ...]:
     return names
 
 
+def parse_info_codes(spec: str) -> tuple[int, ...]:
+    """'10' -> (10,), '10,10,10' -> (10, 10, 10): the number of categories of each InfoGAN code."""
+    parts = [part.strip() for part in str(spec).split(",")]
+    if not all(part.isdigit() and int(part) >= 2 for part in parts):
+        raise DcganError(f"info_codes '{spec}' must be category counts of at least 2, comma-separated: 10 or 10,10,10")
+    return tuple(int(part) for part in parts)
+
+
+def check_info_codes(info_codes: tuple[int, ...], nz: int, pack: int) -> None:
+    if sum(info_codes) >= nz:
+        raise DcganError(
+            f"info codes {','.join(map(str, info_codes))} take the last {sum(info_codes)} numbers of z, so nz ({nz}) must be larger: "
+            f"at least one number must stay continuous"
+        )
+    if pack > 1:
+        raise DcganError("info codes need one D output per image, and pack gives one per group: use one or the other")
+
+
 def check_channels(channels: int) -> None:
     if channels not in (1, 3):
         raise DcganError(f"channels must be 1 (grayscale) or 3 (colour), not {channels}")
@@ -59,6 +77,7 @@ class ModelConfig:
     max_mult: int = 8  # cap on the feature-map multiplier; the tutorial reaches 8 at 64x64
     spectral_norm: bool = False  # D: spectral norm on every conv, no BatchNorm (SN-GAN); False: the tutorial's D
     pack: int = 1  # D judges this many images at once, stacked along the channels (PacGAN); 1: one at a time
+    info_codes: tuple[int, ...] = ()  # InfoGAN: categories of each code, taken from z's last numbers; (): none
 
     def __post_init__(self) -> None:
         check_image_size(self.image_size)
@@ -66,6 +85,9 @@ class ModelConfig:
         for name in ("nz", "ngf", "ndf", "max_mult", "pack"):
             if getattr(self, name) < 1:
                 raise DcganError(f"{name} must be a positive integer, not {getattr(self, name)}")
+        object.__setattr__(self, "info_codes", tuple(self.info_codes))  # a list when read back from JSON
+        if self.info_codes:
+            check_info_codes(self.info_codes, self.nz, self.pack)
 
 
 @dataclass(frozen=True)
@@ -97,6 +119,8 @@ class TrainConfig:
     diffaug: Optional[str] = None  # DiffAugment policy for every image D sees: comma-separated color, translation, cutout
     r1: float = 0.0  # R1 penalty weight gamma: gamma/2 E||grad_x D(x)||^2 on real x in the D step; 0: off
     r1_every: int = 16  # lazy R1: apply it on every N-th D step only, N times as strong (StyleGAN2)
+    info_codes: Optional[str] = None  # InfoGAN categorical codes, e.g. "10" or "10,10,10": z's last numbers pick them
+    info_weight: float = 1.0  # InfoGAN's lambda: weight of the code loss in the D step and in the G step
     drop_last: bool = True  # drop the last short batch of an epoch so every step sees batch_size images
     init_g: Optional[str] = None  # warm start G from a checkpoint or a tutorial-layout netG .pth
     init_d: Optional[str] = None  # warm start D from a checkpoint or a tutorial-layout netD .pth
@@ -183,6 +207,10 @@ class TrainConfig:
             parse_diffaug(self.diffaug)
         if not 0 <= self.r1 < float("inf"):
             raise DcganError(f"r1 (gamma) must be 0 (off) or a positive number, not {self.r1}")
+        if self.info_codes is not None:
+            check_info_codes(parse_info_codes(self.info_codes), self.nz, self.pack)
+        if not 0 < self.info_weight < float("inf"):
+            raise DcganError(f"info_weight must be a positive number, not {self.info_weight}")
         if self.r1 and self.compile:  # R1 differentiates a gradient, which torch.compile cannot (double backward)
             raise DcganError(f"r1 needs the gradient of a gradient, which torch.compile does not support: drop compile, or r1 ({R1_OFF_HINT})")
 
@@ -191,8 +219,9 @@ class TrainConfig:
         if None in (self.image_size, self.channels, self.ngf, self.ndf):
             raise ValueError("resolve image_size, channels, ngf and ndf before building the model")
         return ModelConfig(
-            self.image_size, self.channels, self.nz, self.ngf, self.ndf, spectral_norm=self.spectral_norm, pack=self.pack
-        )
+            self.image_size, self.channels, self.nz, self.ngf, self.ndf, spectral_norm=self.spectral_norm, pack=self.pack,
+            info_codes=parse_info_codes(self.info_codes) if self.info_codes is not None else (),
+        )  # fmt: skip
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

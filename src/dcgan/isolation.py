@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .errors import DcganError
-from .step import GanState, combine_figures, discriminator_step, generator_step
+from .step import GanState, codes_of, combine_figures, discriminator_step, generator_step
 
 
 class IsolationBroken(DcganError):
@@ -48,7 +48,7 @@ def checked_train_step(state: GanState, real: torch.Tensor, z: torch.Tensor, ste
     if changed:
         raise IsolationBroken(f"isolation check failed at step {step}: the D step changed G's {changed} (is fake detached?)")
     before_d = _snapshot(D, with_grads=False)
-    g_figures = generator_step(state, fake)
+    g_figures = generator_step(state, fake, codes_of(state, z))
     changed = _first_change(D, before_d, with_grads=False)
     if changed:
         raise IsolationBroken(f"isolation check failed at step {step}: the G step changed D's {changed}")

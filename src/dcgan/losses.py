@@ -7,6 +7,9 @@
     ls     least squares (LSGAN, Mao et al. 2017) with 0/1 targets on D's raw output:
            D: 0.5 mean((D(x) - 1)^2) + 0.5 mean(D(G(z))^2)         G: 0.5 mean((D(G(z)) - 1)^2)
 
+With InfoGAN codes (models.py), `code_loss` is added to both steps' fake halves: D's code head learns
+to recover the categories, and G to make them recoverable (Chen et al. 2016's L_I, up to a constant).
+
 The D step backpropagates its two halves separately (step.py), so each is a function of its own.
 The labels (smoothing) apply to bce only; hinge and ls have their margins and targets built in.
 The names of the losses live in config.py (LOSSES), so that validating a config needs no torch.
@@ -49,6 +52,15 @@ def g_loss(loss: str, logits: torch.Tensor, real_label: float = 1.0) -> torch.Te
     if loss == "ls":
         return 0.5 * (logits.float() - 1.0).square().mean()
     return _bce(logits, real_label)  # log D(G(z)) rather than -log(1 - D(G(z))): no early saturation
+
+
+def code_loss(code_logits: torch.Tensor, targets: torch.Tensor, info_codes: tuple[int, ...]) -> torch.Tensor:
+    """Sum over the codes of the cross-entropy of D's guess (B, sum(info_codes)) at the categories (B, codes).
+
+    Minimising it maximises InfoGAN's variational lower bound on the mutual information I(c; G(z, c)).
+    """
+    guesses = code_logits.float().split(info_codes, 1)
+    return sum(F.cross_entropy(guess, targets[:, i]) for i, guess in enumerate(guesses))
 
 
 def r1_penalty(logits_real: torch.Tensor, real: torch.Tensor, loss_scale: float = 1.0) -> torch.Tensor:

@@ -19,12 +19,21 @@ Two options change D (both off by default, giving the tutorial's D):
   (`main.0.parametrizations.weight.original`, `main.0.parametrizations.weight.0._u`, ...).
 - pack (PacGAN, Lin et al. 2018): D judges `pack` images at once, stacked along the channels, so it
   can see a lack of variety within a group; it returns one logit per group.
+
+info_codes (InfoGAN, Chen et al. 2016; off by default) changes both, without labels: the last
+sum(info_codes) numbers of z pick one category per code (the argmax of each code's numbers, uniform
+since they are i.i.d. normal) and reach G as one-hot vectors, and D gains `code_head`, a second output
+layer beside its last conv that guesses the categories from the same 4x4 features. Trained to make its
+codes recoverable, G gives each category a distinct kind of image (on digits, mostly one digit per
+category) and no longer spends latent space on blends between them. G's weights are unchanged in
+layout; D's state_dict gains `code_head.*`.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -45,12 +54,42 @@ def _hidden_resolutions(config: ModelConfig) -> list[int]:
     return sizes
 
 
+def code_targets(z: torch.Tensor, info_codes: list[int]) -> torch.Tensor:
+    """(B, len(info_codes)) long: the category z picks for each code, the argmax of the code's numbers.
+
+    The codes take the last sum(info_codes) numbers of z (B, nz, 1, 1), in order.
+    """
+    tail = z.flatten(1)[:, z.shape[1] - sum(info_codes) :]
+    return torch.stack([numbers.argmax(1) for numbers in tail.split(info_codes, 1)], 1)  # (TorchScript-able, for export)
+
+
+def with_one_hot_codes(z: torch.Tensor, info_codes: list[int]) -> torch.Tensor:
+    """z with each code's numbers replaced by the one-hot vector of its category: G's input."""
+    categories = code_targets(z, info_codes)
+    parts = [z.flatten(1)[:, : z.shape[1] - sum(info_codes)]]  # the continuous numbers
+    for i, k in enumerate(info_codes):
+        parts.append(F.one_hot(categories[:, i], k).to(z.dtype))
+    return torch.cat(parts, 1).view_as(z)
+
+
+class OneHotCodes(nn.Module):
+    """G's first operation with info codes: `with_one_hot_codes` as a module, so that TorchScript exports it."""
+
+    def __init__(self, info_codes: tuple[int, ...]):
+        super().__init__()
+        self.info_codes = list(info_codes)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return with_one_hot_codes(z, self.info_codes)
+
+
 class Generator(nn.Module):
     """z (B, nz, 1, 1) -> image (B, C, S, S) in [-1, 1]."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        self.codes = OneHotCodes(config.info_codes) if config.info_codes else None  # no weights: the state_dict is unchanged
         resolutions = _hidden_resolutions(config)
         widths = [config.ngf * _mult(config, r) for r in resolutions]
         layers: list[nn.Module] = [
@@ -67,6 +106,8 @@ class Generator(nn.Module):
         self.main = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.codes is not None:
+            z = self.codes(z)
         return self.main(z)
 
 
@@ -90,13 +131,16 @@ class Discriminator(nn.Module):
             layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=False), norm(w_out), nn.LeakyReLU(0.2, inplace=True)]
         # (B/pack, widths[-1], 4, 4) -> (B/pack, 1, 1, 1)
         layers += [nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=False)]
+        # InfoGAN's Q: the same 4x4 features -> one logit per category of every code (B/pack, sum(info_codes))
+        self.code_head = nn.Conv2d(widths[-1], sum(config.info_codes), 4, 1, 0) if config.info_codes else None
         if config.spectral_norm:
-            for layer in layers:
+            for layer in [*layers, self.code_head]:
                 if isinstance(layer, nn.Conv2d):
                     spectral_norm(layer)  # weight = original / sigma(original)
         self.main = nn.Sequential(*layers)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, with_codes: bool = False):
+        """Logits (B / pack,); with_codes (info_codes only): (logits, code logits (B, sum(info_codes)))."""
         k = self.config.pack
         if k > 1:
             B, C, H, W = images.shape
@@ -104,7 +148,10 @@ class Discriminator(nn.Module):
                 raise DcganError(f"a batch of {B} images cannot be packed in groups of {k} (pack): use a multiple of {k}")
             # (B, C, H, W) -> (B/k, k*C, H, W): images k*i .. k*i+k-1 become group i's channels
             images = images.reshape(B // k, k * C, H, W)
-        return self.main(images).view(-1)
+        if not with_codes:
+            return self.main(images).view(-1)
+        features = self.main[:-1](images)
+        return self.main[-1](features).view(-1), self.code_head(features).flatten(1)
 
 
 def init_weights(module: nn.Module) -> None:

@@ -19,6 +19,10 @@ Stabilisers, each off by default (the tutorial's step), none of which changes th
   the same `fake`, and G's gradient flows back through the (differentiable) augmentation.
 - R1 (`r1_gamma`): on the real half of the D step, r1_gamma/2 * E||grad_x D(x)||^2 is added to D's
   loss; x is the real batch, which carries no graph to G.
+- InfoGAN codes (`state.info_codes`, models.py): G turns z's last numbers into categories itself; the
+  D step adds `info_weight` x the code loss of D's guess at the categories of `fake.detach()` (D's
+  code head learns to read them), and the G step adds the same loss on the same `fake`, through the
+  fixed D, so that G learns to make them readable. The targets come from z, so no labels are used.
 - spectral norm and pack live inside D (models.py): the step calls D as before. Spectral norm's
   power iteration advances at every training-mode pass through D, so its u, v buffers move in the
   G step too, as BatchNorm's running statistics do in the tutorial; D's parameters do not.
@@ -41,7 +45,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .augment import identity
-from .losses import d_loss_fake, d_loss_real, g_loss, r1_penalty
+from .losses import code_loss, d_loss_fake, d_loss_real, g_loss, r1_penalty
+from .models import code_targets
 
 FIGURE_NAMES = ("loss_d", "loss_g", "d_real", "d_fake_before", "d_fake_after")
 
@@ -61,6 +66,22 @@ class GanState:
     autocast: Callable[[], AbstractContextManager] = nullcontext
     scaler_d: Optional[torch.amp.GradScaler] = None
     scaler_g: Optional[torch.amp.GradScaler] = None
+    info_codes: tuple[int, ...] = ()  # InfoGAN: the categories of each code G reads from z (models.py); (): none
+    info_weight: float = 1.0  # the code loss's weight in both steps
+
+
+def codes_of(state: GanState, z: torch.Tensor) -> Optional[torch.Tensor]:
+    """The categories z picks for G (B, codes), the code loss's targets; None without info codes."""
+    return code_targets(z, list(state.info_codes)) if state.info_codes else None
+
+
+def _judge_fake(state: GanState, fake: torch.Tensor, codes: Optional[torch.Tensor]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """D's logits on (augmented) fakes and, with info codes, the code loss of its guess at their categories."""
+    with state.autocast():
+        if codes is None:
+            return state.discriminator(state.augment(fake)), None
+        logits, code_logits = state.discriminator(state.augment(fake), with_codes=True)
+    return logits, state.info_weight * code_loss(code_logits, codes, state.info_codes)
 
 
 def _backward(loss: torch.Tensor, scaler: Optional[torch.amp.GradScaler]) -> None:
@@ -126,11 +147,11 @@ def discriminator_step(state: GanState, real: torch.Tensor, z: torch.Tensor, r1_
 
     with state.autocast():
         fake = G(z)  # (B, C, H, W); its graph is needed again in phase 2
-        # detach: the D loss must not reach G, and G's graph must survive for the G step;
-        # the augmentation acts on D's input, so it is applied after the detach and `fake` stays G's output
-        logits_fake = D(state.augment(fake.detach()))
+    # detach: the D loss must not reach G, and G's graph must survive for the G step;
+    # the augmentation acts on D's input, so it is applied after the detach and `fake` stays G's output
+    logits_fake, loss_codes = _judge_fake(state, fake.detach(), codes_of(state, z))
     loss_d_fake = d_loss_fake(state.loss, logits_fake, state.fake_label)
-    _backward(loss_d_fake, state.scaler_d)  # DDP: all-reduces the accumulated real + fake gradient, averaged over the ranks
+    _backward(loss_d_fake if loss_codes is None else loss_d_fake + loss_codes, state.scaler_d)  # DDP: all-reduces the accumulated real + fake gradient, averaged over the ranks
     _optimizer_step(state.optimizer_d, state.scaler_d)
 
     # D(x) is reported as sigmoid(logit) whatever the loss, so the figures compare across losses
@@ -141,15 +162,19 @@ def discriminator_step(state: GanState, real: torch.Tensor, z: torch.Tensor, r1_
     return fake, figures  # figures: loss_d, d_real, d_fake_before
 
 
-def generator_step(state: GanState, fake: torch.Tensor) -> torch.Tensor:
-    """Phase 2: update G so the just-updated D calls the same `fake` real. Returns [loss_g, d_fake_after]."""
+def generator_step(state: GanState, fake: torch.Tensor, codes: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Phase 2: update G so the just-updated D calls the same `fake` real. Returns [loss_g, d_fake_after].
+
+    codes: with info codes, the categories `fake` was drawn with (`codes_of(state, z)`).
+    """
+    if state.info_codes and codes is None:
+        raise ValueError("with info codes, the G step needs the categories of `fake`: codes_of(state, z)")
     state.generator.zero_grad(set_to_none=True)
     with _d_as_a_fixed_function(state.discriminator):
-        with state.autocast():
-            # no detach: gradients flow through D (and the augmentation, drawn anew) into G
-            logits_fake = state.discriminator(state.augment(fake))
+        # no detach: gradients flow through D (and the augmentation, drawn anew) into G
+        logits_fake, loss_codes = _judge_fake(state, fake, codes)
         loss_g = g_loss(state.loss, logits_fake, state.real_label)  # bce: log D(G(z)), the non-saturating loss
-        _backward(loss_g, state.scaler_g)
+        _backward(loss_g if loss_codes is None else loss_g + loss_codes, state.scaler_g)
     _optimizer_step(state.optimizer_g, state.scaler_g)  # only G's parameters move
     return torch.stack([loss_g, torch.sigmoid(logits_fake.float()).mean()]).detach()
 
@@ -157,7 +182,7 @@ def generator_step(state: GanState, fake: torch.Tensor) -> torch.Tensor:
 def train_step(state: GanState, real: torch.Tensor, z: torch.Tensor, r1_gamma: float = 0.0) -> torch.Tensor:
     """Both phases; returns the figures in FIGURE_NAMES order as one detached tensor (5,)."""
     fake, d_figures = discriminator_step(state, real, z, r1_gamma)
-    return combine_figures(d_figures, generator_step(state, fake))
+    return combine_figures(d_figures, generator_step(state, fake, codes_of(state, z)))
 
 
 def combine_figures(d_figures: torch.Tensor, g_figures: torch.Tensor) -> torch.Tensor:

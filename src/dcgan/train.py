@@ -200,6 +200,8 @@ class Trainer:
             autocast=precision.autocast_factory(self.precision, self.device),
             scaler_d=precision.grad_scaler(self.precision, self.device),
             scaler_g=precision.grad_scaler(self.precision, self.device),
+            info_codes=self.model_config.info_codes,
+            info_weight=config.info_weight,
         )
         self.noise_rng = torch.Generator().manual_seed(config.seed + 1)  # z of each training step
         self.fixed_noise = torch.randn(config.n_fixed, config.nz, 1, 1, generator=torch.Generator().manual_seed(config.seed + 2))
@@ -588,6 +590,7 @@ class Trainer:
             (f"pack {c.pack}", c.pack > 1),
             (f"DiffAugment {c.diffaug}", c.diffaug),
             (f"R1 {c.r1:g} every {c.r1_every} steps", c.r1),
+            (f"InfoGAN codes {c.info_codes} (weight {c.info_weight:g})", c.info_codes),
             (f"EMA of G {c.ema_decay:g}" if c.ema_decay else "", c.ema_decay),
         ]
         return [name for name, on in named if on]

@@ -1,0 +1,108 @@
+"""InfoGAN codes (--info-codes): G reads categories from z, D's code head learns them, no labels used."""
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from conftest import error_line
+from dcgan.config import ModelConfig, TrainConfig
+from dcgan.losses import code_loss
+from dcgan.models import build_models, code_targets, with_one_hot_codes
+from dcgan.step import GanState, codes_of, discriminator_step, generator_step, train_step
+from dcgan.train import Trainer
+
+CODES = (3, 2)  # two codes: the last 5 of z's 8 numbers
+MODEL = dict(image_size=16, channels=1, nz=8, ngf=4, ndf=4)
+
+
+def _state(info_weight=1.0, seed=0, lr=2e-4):
+    torch.manual_seed(seed)
+    generator, discriminator = build_models(ModelConfig(**MODEL, info_codes=CODES))
+    optimizers = [torch.optim.Adam(m.parameters(), lr, betas=(0.5, 0.999)) for m in (generator, discriminator)]
+    return GanState(generator, discriminator, *optimizers, info_codes=CODES, info_weight=info_weight)
+
+
+def _batch(seed=1, n=6):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 16, 16, generator=g) * 2 - 1, torch.randn(n, 8, 1, 1, generator=g)
+
+
+def test_the_last_numbers_of_z_pick_each_codes_category_and_become_one_hots():
+    z = torch.tensor([[0.5, -1.0, 0.25, 2.0, -0.5, 0.75, 0.25, 1.5]]).view(1, 8, 1, 1)  # exact in float32
+    assert code_targets(z, list(CODES)).tolist() == [[0, 1]]  # the argmax of (2.0, -0.5, 0.75), of (0.25, 1.5)
+    assert with_one_hot_codes(z, list(CODES)).flatten().tolist() == [0.5, -1.0, 0.25, 1, 0, 0, 0, 1]
+
+
+def test_categories_of_normal_noise_are_uniform():
+    counts = torch.bincount(code_targets(torch.randn(30000, 12, 1, 1, generator=torch.Generator().manual_seed(0)), [10])[:, 0])
+    assert counts.min() > 2700 and counts.max() < 3300  # 3,000 each; binomial sd 52
+
+
+def test_g_sees_only_the_category_of_a_code_not_its_numbers():
+    generator = build_models(ModelConfig(**MODEL, info_codes=CODES))[0].eval()
+    z = torch.randn(4, 8, 1, 1)
+    moved = z.clone()
+    moved[:, 3:] = moved[:, 3:] * 3 + 1  # other numbers, the same argmax
+    other = z.clone()
+    other[:, 3:6] = -other[:, 3:6]  # another category for the first code, mostly
+    with torch.no_grad():
+        assert torch.equal(generator(z), generator(moved))
+        changed = code_targets(other, list(CODES))[:, 0] != code_targets(z, list(CODES))[:, 0]
+        assert changed.any() and not torch.equal(generator(z)[changed], generator(other)[changed])
+
+
+def test_the_code_loss_is_the_sum_of_each_codes_cross_entropy():
+    logits, targets = torch.randn(6, 5), torch.tensor([[0, 1], [2, 0], [1, 1], [0, 0], [2, 1], [1, 0]])
+    expected = F.cross_entropy(logits[:, :3], targets[:, 0]) + F.cross_entropy(logits[:, 3:], targets[:, 1])
+    assert torch.allclose(code_loss(logits, targets, CODES), expected)
+
+
+def test_the_d_step_trains_the_code_head_and_the_g_step_passes_the_code_loss_to_g():
+    real, z = _batch()
+    state = _state()
+    head = state.discriminator.code_head.weight.detach().clone()
+    fake, _ = discriminator_step(state, real, z)
+    assert not torch.equal(state.discriminator.code_head.weight, head)  # the D step's code loss reached the head
+    g_grads = {}
+    for weight in (1.0, 3.0):  # same weights and batch, only the code loss's weight differs
+        state = _state(info_weight=weight)
+        fake, _ = discriminator_step(state, real, z)
+        generator_step(state, fake, codes_of(state, z))
+        g_grads[weight] = [p.grad.clone() for p in state.generator.parameters()]
+    assert any(not torch.allclose(a, b) for a, b in zip(g_grads[1.0], g_grads[3.0]))
+
+
+def test_the_g_step_refuses_to_run_without_the_categories():
+    real, z = _batch()
+    state = _state()
+    fake, _ = discriminator_step(state, real, z)
+    with pytest.raises(ValueError, match="needs the categories of `fake`"):
+        generator_step(state, fake)
+
+
+def test_training_makes_the_codes_readable_from_the_images():
+    """The code loss (D's guess at the categories of fresh fakes) falls well below chance, ln 3 + ln 2."""
+    state = _state(seed=3, lr=1e-3)
+    real = torch.rand(16, 1, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    noise = torch.Generator().manual_seed(4)
+
+    def loss_on_fresh_fakes():
+        z = torch.randn(256, 8, 1, 1, generator=noise)
+        with torch.no_grad():
+            _, code_logits = state.discriminator(state.generator(z), with_codes=True)
+        return code_loss(code_logits, codes_of(state, z), CODES).item()
+
+    chance = torch.log(torch.tensor(6.0)).item()
+    before = loss_on_fresh_fakes()
+    for _ in range(60):
+        train_step(state, real, torch.randn(16, 8, 1, 1, generator=noise))
+    after = loss_on_fresh_fakes()
+    assert before > 0.8 * chance and after < 0.5 * chance, (before, after, chance)
+
+
+def test_a_discriminator_without_the_code_head_is_one_clear_line(tmp_path, capsys):
+    tiny = ["--data", "fake", "--image-size", "16", "--ngf", "4", "--ndf", "4", "--batch-size", "8", "--max-steps", "1"]
+    run = tmp_path / "plain"
+    Trainer(TrainConfig(data="fake", image_size=16, ngf=4, ndf=4, batch_size=8, max_steps=1, out=str(run), progress=False), log=lambda m: None).fit()
+    line = error_line(capsys, ["train", *tiny, "--info-codes", "3", "--init-d", str(run / "checkpoints" / "final.pt"), "--out", str(tmp_path / "b")])
+    assert "guess 0 InfoGAN code categories in all, and this discriminator 3 (--info-codes)" in line
