@@ -1,5 +1,6 @@
 """InfoGAN codes (--info-codes): G reads categories from z, D's code head learns them, no labels used."""
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -106,3 +107,44 @@ def test_a_discriminator_without_the_code_head_is_one_clear_line(tmp_path, capsy
     Trainer(TrainConfig(data="fake", image_size=16, ngf=4, ndf=4, batch_size=8, max_steps=1, out=str(run), progress=False), log=lambda m: None).fit()
     line = error_line(capsys, ["train", *tiny, "--info-codes", "3", "--init-d", str(run / "checkpoints" / "final.pt"), "--out", str(tmp_path / "b")])
     assert "guess 0 InfoGAN code categories in all, and this discriminator 3 (--info-codes)" in line
+
+
+@pytest.fixture(scope="module")
+def coded_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("coded") / "run"
+    config = TrainConfig(data="fake", image_size=16, nz=8, ngf=4, ndf=4, batch_size=8, max_steps=2, info_codes="3,2", out=str(run), progress=False)
+    return Trainer(config, log=lambda m: None).fit()
+
+
+def test_sample_code_draws_the_seeds_noise_in_the_given_categories(coded_run, tmp_path, capsys):
+    from dcgan.cli import main
+    from dcgan.sample import generate, latent, load_generator, with_categories
+
+    generator = load_generator(coded_run)
+    z = with_categories(latent(6, 8, seed=5), (3, 2), [2, 0])
+    assert code_targets(z, list(CODES)).tolist() == [[2, 0]] * 6
+    assert torch.equal(z[:, :3], latent(6, 8, seed=5)[:, :3])  # the continuous numbers as the seed drew them
+    for code, out in (("2,0", "a.npz"), ("1,1", "b.npz")):
+        assert main(["sample", "--run", str(coded_run), "--n", "6", "--seed", "5", "--code", code, "--out", str(tmp_path / out)]) == 0
+    a, b = (np.load(tmp_path / name)["images"] for name in ("a.npz", "b.npz"))
+    assert np.array_equal(a, generate(generator, z)) and not np.array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "code, message",
+    [
+        ("2", "--code gives 1 categories, and this generator has 2 codes (3,2)"),
+        ("3,0", "--code category 3 is outside 0..2, the categories of a code with 3"),
+        ("a,b", "--code 'a,b' must be categories counted from 0, comma-separated"),
+    ],
+)
+def test_a_bad_code_is_one_line_and_status_2(coded_run, tmp_path, capsys, code, message):
+    assert message in error_line(capsys, ["sample", "--run", str(coded_run), "--code", code, "--out", str(tmp_path / "x.png")])
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_code_on_a_generator_without_codes_is_one_line(tmp_path, capsys):
+    run = tmp_path / "plain"
+    Trainer(TrainConfig(data="fake", image_size=16, ngf=4, ndf=4, batch_size=8, max_steps=1, out=str(run), progress=False), log=lambda m: None).fit()
+    line = error_line(capsys, ["sample", "--run", str(run), "--code", "1", "--out", str(tmp_path / "x.png")])
+    assert "this generator has none (train with --info-codes)" in line

@@ -172,6 +172,9 @@ def _sample_parser(sub) -> None:
         "--interpolate", type=int, metavar="K",
         help="instead: --n rows of K images walking (slerp) from the latent of seed+i to seed+i+1; --out FILE.png, plus FILE.gif",
     )  # fmt: skip
+    p.add_argument("--code", metavar="C[,C...]", help=(
+        "a generator trained with --info-codes: draw every image in these categories, one per code, counted from 0 "
+        "(the rest of the noise as --seed draws it)"))  # fmt: skip
 
 
 def _export_parser(sub) -> None:
@@ -306,12 +309,24 @@ def _sample(args: argparse.Namespace) -> int:
             raise DcganError(f"--interpolate needs at least 2 steps (the two ends), not {args.interpolate}")
         if args.format == "npz":
             raise DcganError("--interpolate writes a .png grid and a .gif; --format npz does not apply")
-        z = interpolation_latents(args.n, args.interpolate, generator.config.nz, args.seed)
+        z = _with_code(interpolation_latents(args.n, args.interpolate, generator.config.nz, args.seed), generator, args.code)
         print(save_interpolation(generate(generator, z), args.interpolate, Path(args.out)))
         return 0
-    images = generate(generator, latent(args.n, generator.config.nz, args.seed))
+    images = generate(generator, _with_code(latent(args.n, generator.config.nz, args.seed), generator, args.code))
     print(save_samples(images, Path(args.out), args.format))
     return 0
+
+
+def _with_code(z, generator, code: Optional[str]):
+    """z as drawn, or with --code's categories set."""
+    if code is None:
+        return z
+    from .sample import with_categories
+
+    parts = [part.strip() for part in code.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise DcganError(f"--code '{code}' must be categories counted from 0, comma-separated: 3 or 3,0,7")
+    return with_categories(z, generator.config.info_codes, [int(part) for part in parts])
 
 
 def _export(args: argparse.Namespace) -> int:

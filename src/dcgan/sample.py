@@ -31,6 +31,27 @@ def latent(n: int, nz: int, seed: int) -> torch.Tensor:
     return torch.randn(n, nz, 1, 1, generator=torch.Generator().manual_seed(seed))
 
 
+def with_categories(z: torch.Tensor, info_codes: tuple[int, ...], categories: list[int]) -> torch.Tensor:
+    """z with each InfoGAN code set to the given category (its numbers: that category's one-hot vector).
+
+    Only the argmax of a code's numbers reaches G, so this is z's image drawn in that category.
+    """
+    if not info_codes:
+        raise DcganError("--code picks InfoGAN categories, and this generator has none (train with --info-codes)")
+    if len(categories) != len(info_codes):
+        raise DcganError(f"--code gives {len(categories)} categories, and this generator has {len(info_codes)} codes ({','.join(map(str, info_codes))})")
+    for category, k in zip(categories, info_codes):
+        if not 0 <= category < k:
+            raise DcganError(f"--code category {category} is outside 0..{k - 1}, the categories of a code with {k}")
+    z = z.clone()
+    start = z.shape[1] - sum(info_codes)
+    for category, k in zip(categories, info_codes):
+        z[:, start : start + k] = 0.0
+        z[:, start + category] = 1.0
+        start += k
+    return z
+
+
 @torch.no_grad()  # inference: no graph is stored, so memory stays at the activations of one batch
 def generate(generator: Generator, z: torch.Tensor, batch_size: int = 256) -> np.ndarray:
     """uint8 (N, H, W, C) images for the latent vectors z, BatchNorm in eval mode."""
