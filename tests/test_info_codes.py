@@ -148,3 +148,9 @@ def test_code_on_a_generator_without_codes_is_one_line(tmp_path, capsys):
     Trainer(TrainConfig(data="fake", image_size=16, ngf=4, ndf=4, batch_size=8, max_steps=1, out=str(run), progress=False), log=lambda m: None).fit()
     line = error_line(capsys, ["sample", "--run", str(run), "--code", "1", "--out", str(tmp_path / "x.png")])
     assert "this generator has none (train with --info-codes)" in line
+
+
+def test_info_codes_0_means_none_so_a_presets_codes_can_be_dropped():
+    config = TrainConfig(info_codes="0", nz=4, image_size=16, channels=1, ngf=4, ndf=4)  # nz 4 would be too small for codes
+    assert config.model().info_codes == ()
+    assert build_models(config.model())[1].code_head is None

@@ -100,7 +100,7 @@ def _train_parser(sub) -> None:
         "receives as a one-hot vector; several codes take consecutive groups. D gains a head that guesses the categories "
         "from its last features: the D step adds the code loss (cross-entropy of that guess) on the detached fakes, the "
         "G step the same loss on the same fakes through the fixed D, so each category becomes a kind of image. "
-        "Not with --pack (default: none)"))  # fmt: skip
+        "Not with --pack (default: none; 0 drops the codes a preset sets)"))  # fmt: skip
     s.add_argument("--info-weight", type=float, metavar="LAMBDA", help=f"weight of the code loss in both steps (default {DEFAULTS.info_weight:g})")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="numeric precision (default auto: bf16 where the CPU or GPU multiplies bf16 natively, else fp32)")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None, help="keep the NCHW memory layout (default: channels_last, faster)")

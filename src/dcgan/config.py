@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from .errors import DcganError
-from .presets import R1_OFF_HINT
+from .presets import INFO_OFF_HINT, R1_OFF_HINT
 
 MIN_IMAGE_SIZE = 16
 MAX_IMAGE_SIZE = 256
@@ -45,7 +45,9 @@ def parse_diffaug(policy: str) -> tuple[str, ...]:
 
 
 def parse_info_codes(spec: str) -> tuple[int, ...]:
-    """'10' -> (10,), '10,10,10' -> (10, 10, 10): the number of categories of each InfoGAN code."""
+    """'10' -> (10,), '10,10,10' -> (10, 10, 10): the number of categories of each InfoGAN code; '0': none."""
+    if str(spec).strip() == "0":  # off, as --r1 0 is: the way to drop the codes a preset sets
+        return ()
     parts = [part.strip() for part in str(spec).split(",")]
     if not all(part.isdigit() and int(part) >= 2 for part in parts):
         raise DcganError(f"info_codes '{spec}' must be category counts of at least 2, comma-separated: 10 or 10,10,10")
@@ -56,10 +58,10 @@ def check_info_codes(info_codes: tuple[int, ...], nz: int, pack: int) -> None:
     if sum(info_codes) >= nz:
         raise DcganError(
             f"info codes {','.join(map(str, info_codes))} take the last {sum(info_codes)} numbers of z, so nz ({nz}) must be larger: "
-            f"at least one number must stay continuous"
+            f"at least one number must stay continuous ({INFO_OFF_HINT})"
         )
     if pack > 1:
-        raise DcganError("info codes need one D output per image, and pack gives one per group: use one or the other")
+        raise DcganError(f"info codes need one D output per image, and pack gives one per group: use one or the other ({INFO_OFF_HINT})")
 
 
 def check_channels(channels: int) -> None:
@@ -207,7 +209,7 @@ class TrainConfig:
             parse_diffaug(self.diffaug)
         if not 0 <= self.r1 < float("inf"):
             raise DcganError(f"r1 (gamma) must be 0 (off) or a positive number, not {self.r1}")
-        if self.info_codes is not None:
+        if self.info_codes is not None and parse_info_codes(self.info_codes):
             check_info_codes(parse_info_codes(self.info_codes), self.nz, self.pack)
         if not 0 < self.info_weight < float("inf"):
             raise DcganError(f"info_weight must be a positive number, not {self.info_weight}")

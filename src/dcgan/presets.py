@@ -67,6 +67,7 @@ PRESETS: dict[str, dict] = {
 DATA_PRESETS = {"mnist": "stable", "stacked-mnist": "stable"}
 STABLE_BY_DEFAULT = " and ".join(data for data, name in DATA_PRESETS.items() if name == "stable")  # for messages
 R1_OFF_HINT = f"--r1 0; --preset stable, the default on {STABLE_BY_DEFAULT}, sets 1"  # the R1 refusals' way out
+INFO_OFF_HINT = f"no codes: --info-codes 0; --preset stable, the default on {STABLE_BY_DEFAULT}, sets 10"  # the same for the codes
 
 
 def default_preset(data: str) -> Optional[str]:

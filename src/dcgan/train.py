@@ -590,7 +590,7 @@ class Trainer:
             (f"pack {c.pack}", c.pack > 1),
             (f"DiffAugment {c.diffaug}", c.diffaug),
             (f"R1 {c.r1:g} every {c.r1_every} steps", c.r1),
-            (f"InfoGAN codes {c.info_codes} (weight {c.info_weight:g})", c.info_codes),
+            (f"InfoGAN codes {c.info_codes} (weight {c.info_weight:g})", self.model_config.info_codes),
             (f"EMA of G {c.ema_decay:g}" if c.ema_decay else "", c.ema_decay),
         ]
         return [name for name, on in named if on]
