@@ -151,11 +151,13 @@ def discriminator_step(state: GanState, real: torch.Tensor, z: torch.Tensor, r1_
     # the augmentation acts on D's input, so it is applied after the detach and `fake` stays G's output
     logits_fake, loss_codes = _judge_fake(state, fake.detach(), codes_of(state, z))
     loss_d_fake = d_loss_fake(state.loss, logits_fake, state.fake_label)
-    _backward(loss_d_fake if loss_codes is None else loss_d_fake + loss_codes, state.scaler_d)  # DDP: all-reduces the accumulated real + fake gradient, averaged over the ranks
+    loss = loss_d_fake if loss_codes is None else loss_d_fake + loss_codes
+    _backward(loss, state.scaler_d)  # DDP: all-reduces the accumulated real + fake gradient, averaged over the ranks
     _optimizer_step(state.optimizer_d, state.scaler_d)
 
     # D(x) is reported as sigmoid(logit) whatever the loss, so the figures compare across losses
-    # (for hinge and ls the logit is a score, not a log-odds); loss_d leaves the R1 penalty out
+    # (for hinge and ls the logit is a score, not a log-odds); loss_d and loss_g are the adversarial
+    # losses alone: loss_d leaves the R1 penalty out, and both leave the code loss out
     figures = torch.stack(
         [loss_d_real + loss_d_fake, torch.sigmoid(logits_real.float()).mean(), torch.sigmoid(logits_fake.float()).mean()]
     ).detach()
