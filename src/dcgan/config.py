@@ -209,8 +209,9 @@ class TrainConfig:
             parse_diffaug(self.diffaug)
         if not 0 <= self.r1 < float("inf"):
             raise DcganError(f"r1 (gamma) must be 0 (off) or a positive number, not {self.r1}")
-        if self.info_codes is not None and parse_info_codes(self.info_codes):
-            check_info_codes(parse_info_codes(self.info_codes), self.nz, self.pack)
+        codes = parse_info_codes(self.info_codes) if self.info_codes is not None else ()
+        if codes:
+            check_info_codes(codes, self.nz, self.pack)
         if not 0 < self.info_weight < float("inf"):
             raise DcganError(f"info_weight must be a positive number, not {self.info_weight}")
         if self.r1 and self.compile:  # R1 differentiates a gradient, which torch.compile cannot (double backward)
