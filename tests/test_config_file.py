@@ -25,6 +25,13 @@ def test_keys_with_dashes_or_underscores_and_types(tmp_path):
     assert TrainConfig(**values).lr == 1.0
 
 
+@pytest.mark.parametrize("text", ["info-codes = 10", "info-codes = [10, 3]", 'info-codes = "10,3"', "info_codes = 0"])
+def test_info_codes_as_a_number_a_list_or_the_flags_text(tmp_path, text):
+    value = load_config_file(_write(tmp_path, text))["info_codes"]
+    expected = text.split("=")[1].strip().strip('"[]').replace(", ", ",")
+    assert value == expected and TrainConfig(info_codes=value, nz=16, image_size=16, channels=1, ngf=4, ndf=4).model().info_codes == tuple(int(k) for k in expected.split(",") if k != "0")
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -38,6 +45,8 @@ def test_keys_with_dashes_or_underscores_and_types(tmp_path):
         ("image_size = 16\nimage-size = 32", "image_size is given twice"),
         ("[train]\nlr = 0.1", "unknown key 'train'"),
         ("lr = ", "is not valid TOML"),
+        ("info-codes = [10, 'a']", "info-codes must be categories per code, as 10, [10, 10] or \"10,10\", not [10, 'a']"),
+        ("info-codes = 1.5", "info-codes must be a string, not float 1.5"),
     ],
 )
 def test_mistakes_in_the_file(tmp_path, text, message):

@@ -51,6 +51,21 @@ def _check_type(key: str, value: Any, expected: Any, path: Path) -> Any:
     return value
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _codes_spelling(key: str, value: Any, path: Path) -> Any:
+    """info-codes as TOML would write it, 10 or [10, 10], becomes the flag's text "10" or "10,10"."""
+    if _whole(value):
+        return str(value)
+    if isinstance(value, list):
+        if not value or not all(_whole(k) for k in value):
+            raise DcganError(f"{path}: {key} must be categories per code, as 10, [10, 10] or \"10,10\", not {value!r}")
+        return ",".join(str(k) for k in value)
+    return value
+
+
 def load_config_file(path: Path) -> dict:
     """The TrainConfig values set in a TOML file, keys normalised to field names, types checked."""
     path = Path(path)
@@ -75,6 +90,8 @@ def load_config_file(path: Path) -> dict:
             raise DcganError(f"{path}: unknown key '{key}'{hint}")
         if name in values:
             raise DcganError(f"{path}: {name} is given twice (as {name} and {name.replace('_', '-')})")
+        if name == "info_codes":
+            value = _codes_spelling(key, value, path)
         values[name] = _check_type(key, value, types[name], path)
     return values
 
