@@ -1,5 +1,7 @@
 """InfoGAN codes (--info-codes): G reads categories from z, D's code head learns them, no labels used."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -154,3 +156,15 @@ def test_info_codes_0_means_none_so_a_presets_codes_can_be_dropped():
     config = TrainConfig(info_codes="0", nz=4, image_size=16, channels=1, ngf=4, ndf=4)  # nz 4 would be too small for codes
     assert config.model().info_codes == ()
     assert build_models(config.model())[1].code_head is None
+
+
+def test_stats_log_the_code_loss_beside_the_adversarial_figures(coded_run, tmp_path):
+    from dcgan.report import TRAINING_KEYS
+
+    rows = [json.loads(line) for line in (coded_run / "stats.jsonl").read_text().splitlines()]
+    chance = np.log(3) + np.log(2)  # two codes of 3 and 2 categories, their cross-entropies summed
+    assert rows and all(0 < row["loss_codes"] < 2 * chance for row in rows)
+    assert "loss_codes" in TRAINING_KEYS  # a training figure, not an evaluation metric, for the HTML report
+    plain = tmp_path / "plain"
+    Trainer(TrainConfig(data="fake", image_size=16, ngf=4, ndf=4, batch_size=8, max_steps=1, out=str(plain), progress=False), log=lambda m: None).fit()
+    assert "loss_codes" not in json.loads((plain / "stats.jsonl").read_text().splitlines()[0])

@@ -29,9 +29,9 @@ from PIL import Image
 from .errors import DcganError
 from .plots import save_loss_plot
 from .run_files import StatsLog, read_config_values, replace_atomic
-from .step import FIGURE_NAMES
+from .step import CODE_FIGURE, FIGURE_NAMES
 
-TRAINING_KEYS = ("step", "epoch", *FIGURE_NAMES, "time")  # a stats.jsonl row's own keys; any other is a metric
+TRAINING_KEYS = ("step", "epoch", *FIGURE_NAMES, CODE_FIGURE, "time")  # a stats.jsonl row's own keys; any other is a metric
 RUN_OWN_FILES = ("config.json", "stats.jsonl")  # shown in their own sections, not as metric files
 GRID_DISPLAY_WIDTH = 512  # small grids are enlarged (whole multiples, pixelated) to about this many pixels
 MAX_CELL_CHARS = 120  # longer values (lists, nested objects) are cut in tables
@@ -121,7 +121,7 @@ def _losses(rows: list[dict]) -> str:
         save_loss_plot([r["step"] for r in rows], [r["loss_g"] for r in rows], [r["loss_d"] for r in rows], path)
         plot = path.read_bytes()
     last = rows[-1]
-    figures = [(name, last[name]) for name in FIGURE_NAMES if name in last]
+    figures = [(name, last[name]) for name in (*FIGURE_NAMES, CODE_FIGURE) if name in last]
     return (
         "<h2>Losses</h2>\n"
         + _img(plot, "loss plot")

@@ -49,6 +49,7 @@ from .losses import code_loss, d_loss_fake, d_loss_real, g_loss, r1_penalty
 from .models import code_targets
 
 FIGURE_NAMES = ("loss_d", "loss_g", "d_real", "d_fake_before", "d_fake_after")
+CODE_FIGURE = "loss_codes"  # with info codes, a sixth figure: the G step's code loss, before its weight (chance: ln K)
 
 
 @dataclass
@@ -165,7 +166,7 @@ def discriminator_step(state: GanState, real: torch.Tensor, z: torch.Tensor, r1_
 
 
 def generator_step(state: GanState, fake: torch.Tensor, codes: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Phase 2: update G so the just-updated D calls the same `fake` real. Returns [loss_g, d_fake_after].
+    """Phase 2: update G so the just-updated D calls the same `fake` real. Returns [loss_g, d_fake_after(, loss_codes)].
 
     codes: with info codes, the categories `fake` was drawn with (`codes_of(state, z)`).
     """
@@ -178,16 +179,24 @@ def generator_step(state: GanState, fake: torch.Tensor, codes: Optional[torch.Te
         loss_g = g_loss(state.loss, logits_fake, state.real_label)  # bce: log D(G(z)), the non-saturating loss
         _backward(loss_g if loss_codes is None else loss_g + loss_codes, state.scaler_g)
     _optimizer_step(state.optimizer_g, state.scaler_g)  # only G's parameters move
-    return torch.stack([loss_g, torch.sigmoid(logits_fake.float()).mean()]).detach()
+    figures = [loss_g, torch.sigmoid(logits_fake.float()).mean()]
+    if loss_codes is not None:
+        figures.append(loss_codes / state.info_weight)  # how well the updated D reads the codes: falls as G draws them apart
+    return torch.stack(figures).detach()
 
 
 def train_step(state: GanState, real: torch.Tensor, z: torch.Tensor, r1_gamma: float = 0.0) -> torch.Tensor:
-    """Both phases; returns the figures in FIGURE_NAMES order as one detached tensor (5,)."""
+    """Both phases; returns the figures in `figure_names(state)` order as one detached tensor (5,) or (6,)."""
     fake, d_figures = discriminator_step(state, real, z, r1_gamma)
     return combine_figures(d_figures, generator_step(state, fake, codes_of(state, z)))
 
 
 def combine_figures(d_figures: torch.Tensor, g_figures: torch.Tensor) -> torch.Tensor:
     loss_d, d_real, d_fake_before = d_figures
-    loss_g, d_fake_after = g_figures
-    return torch.stack([loss_d, loss_g, d_real, d_fake_before, d_fake_after])
+    loss_g, d_fake_after, *code_figure = g_figures
+    return torch.stack([loss_d, loss_g, d_real, d_fake_before, d_fake_after, *code_figure])
+
+
+def figure_names(state: GanState) -> tuple[str, ...]:
+    """The names of train_step's figures, in order: FIGURE_NAMES, and CODE_FIGURE with info codes."""
+    return FIGURE_NAMES + ((CODE_FIGURE,) if state.info_codes else ())

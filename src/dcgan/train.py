@@ -68,7 +68,7 @@ from .run_files import StatsLog, default_run_dir, prepare_run_dir, read_config, 
 from .sample import generate
 from .sources import BUILTIN_SOURCES, Source, resolve_source
 from .isolation import checked_train_step
-from .step import FIGURE_NAMES, GanState, train_step
+from .step import GanState, figure_names, train_step
 from .tensorboard_log import TensorBoardLog, require_tensorboard
 from .training_eval import TrainingEvaluator, improves_best, resolve_evaluation
 
@@ -371,13 +371,14 @@ class Trainer:
         # averaged over the ranks: the global batch's figures, the same on every rank, so that all
         # ranks take the same divergence decisions below
         values = distributed.average(torch.stack([figures for *_, figures in self._pending])).tolist()
+        names = figure_names(self.state)
         rows = [
-            {"step": step, "epoch": epoch, **dict(zip(FIGURE_NAMES, row)), "time": round(seconds, 3)}
+            {"step": step, "epoch": epoch, **dict(zip(names, row)), "time": round(seconds, 3)}
             for (step, epoch, seconds, _), row in zip(self._pending, values)
         ]
         self._pending.clear()
         for row in rows:  # checked before anything is written, so a diverged step is never logged
-            if not all(math.isfinite(row[name]) for name in FIGURE_NAMES):
+            if not all(math.isfinite(row[name]) for name in names):
                 raise _Diverged(f"non-finite loss at step {row['step']}")
             self._collapsed = self._collapsed + 1 if row["d_fake_after"] < self.config.collapse_threshold else 0
             if self.config.collapse_steps and self._collapsed >= self.config.collapse_steps:
