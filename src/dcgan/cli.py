@@ -39,8 +39,8 @@ def _train_parser(sub) -> None:
         help="train a DCGAN",
         description="Train a DCGAN. With no arguments: the embedded MNIST digits at 32x32, about 4.5 minutes on 2 CPU cores. "
         f"A new run on {STABLE_BY_DEFAULT} that names no --preset starts from --preset stable (batch 64, "
-        "lr 4e-4, betas 0 and 0.99, --diffaug translation, --r1 1, at least 3,000 steps, and on mnist --nz 42 --info-codes 10, "
-        "on stacked-mnist --nz 32); the defaults below are those of other data "
+        "lr 4e-4, betas 0 and 0.99, --r1 1, at least 3,000 steps, and on mnist --nz 42 --info-codes 10, "
+        "on stacked-mnist --nz 32 --diffaug translation); the defaults below are those of other data "
         "and of --preset plain.",
         epilog="example: dcgan train --data img_align_celeba.zip --image-size 64 --channels 3 --epochs 5",
     )
