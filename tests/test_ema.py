@@ -9,7 +9,7 @@ from dcgan import checkpoint as ckpt
 from dcgan.config import TrainConfig
 from dcgan.errors import DcganError
 from dcgan.sample import load_generator
-from dcgan.train import Trainer
+from dcgan.train import Trainer, ema_decay_at
 
 TINY = dict(data="fake", image_size=16, nz=8, ngf=4, ndf=4, batch_size=32, n_fixed=8, log_every=2, progress=False, device="cpu")
 QUIET = dict(log=lambda message: None)
@@ -47,6 +47,29 @@ def test_samples_come_from_the_average_and_resume_keeps_it(tmp_path):
     assert not torch.equal(a["generator_ema"]["main.0.weight"], a["generator"]["main.0.weight"])
 
 
+def test_the_ramp_up_caps_the_half_life_early_and_resume_keeps_it(tmp_path):
+    config = TrainConfig(ema_decay=0.99, ema_rampup=0.1)
+    assert ema_decay_at(config, 1) == 0.5  # half-life of one step: the average mostly forgets the untrained weights
+    assert ema_decay_at(config, 300) == pytest.approx(0.5 ** (1 / 30))  # half-life 10% of the steps so far
+    assert ema_decay_at(config, 100_000) == 0.99  # then the decay asked for (half-life 69 steps)
+    assert ema_decay_at(TrainConfig(ema_decay=0.99), 1) == 0.99  # without the ramp-up, from the first step
+    ramp = dict(TINY, ema_decay=0.9, ema_rampup=0.5)
+    whole = Trainer(TrainConfig(**ramp, out=str(tmp_path / "whole"), max_steps=4), **QUIET).fit()
+    part = Trainer(TrainConfig(**ramp, out=str(tmp_path / "part"), max_steps=2), **QUIET).fit()
+    Trainer.resume(part, max_steps=4, **QUIET).fit()
+    a, b = ckpt.read_file(whole / "checkpoints" / "final.pt"), ckpt.read_file(part / "checkpoints" / "final.pt")
+    assert all(torch.equal(a["generator_ema"][k], b["generator_ema"][k]) for k in a["generator_ema"])
+    # decays 0.5, 0.5, 0.5 ** (1 / 1.5), 0.5 ** (1 / 2): the first steps weigh far more than with 0.9 throughout
+    plain = Trainer(TrainConfig(**TINY, out=str(tmp_path / "plain"), max_steps=4, ema_decay=0.9), **QUIET).fit()
+    start = ckpt.read_file(whole / "checkpoints" / "step_00000000.pt")["generator"]["main.0.weight"]
+    moved = lambda run: (ckpt.read_file(run / "checkpoints" / "final.pt")["generator_ema"]["main.0.weight"] - start).norm()
+    assert moved(whole) > 2 * moved(plain)
+
+
 def test_a_decay_outside_zero_one_is_refused():
     with pytest.raises(DcganError, match="ema_decay must lie between 0 and 1"):
         TrainConfig(ema_decay=1.0)
+    with pytest.raises(DcganError, match="ema_rampup must be a positive number"):
+        TrainConfig(ema_decay=0.9, ema_rampup=0.0)
+    with pytest.raises(DcganError, match="ema_rampup shapes the EMA of G: it needs ema_decay too"):
+        TrainConfig(ema_rampup=0.1)

@@ -72,6 +72,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--sync-bn", action="store_true", default=None, help="with several processes (torchrun): BatchNorm statistics over the global batch")
     p.add_argument("--dist-timeout", type=float, metavar="SECONDS", help=f"with several processes: how long one waits for the others before the job stops (default {DEFAULTS.dist_timeout:g})")
     p.add_argument("--ema-decay", type=float, metavar="D", help="keep an exponential moving average of G's weights (decay per step, between 0 and 1) and draw grids, samples, eval and exports from it; the D and G steps are unchanged")
+    p.add_argument("--ema-rampup", type=float, metavar="R", help="with --ema-decay: lower the decay while the steps are few, so that the average's half-life is at most R x the steps so far and it soon forgets the untrained weights (StyleGAN2-ADA uses 0.05; default: none, the decay from the first step)")
     s = p.add_argument_group("stabilisers", "Each is off by default, giving the tutorial's training; see README.md, Stabilisers.")
     s.add_argument("--loss", choices=LOSSES, help=(
         "the adversarial loss on D's output D(.) (a logit). bce (default, the tutorial's): the D step minimises "
@@ -226,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 _TRAIN_FIELDS = (
     "preset", "data", "image_size", "channels", "epochs", "max_steps", "min_steps", "batch_size", "lr", "beta1", "beta2", "nz", "ngf", "ndf",
     "seed", "out", "cache_dir", "log_every", "checkpoint_every", "keep", "max_retries", "init_g", "init_d", "progress",
-    "tensorboard", "device", "sync_bn", "dist_timeout", "check_isolation", "precision", "channels_last", "compile", "ema_decay",
+    "tensorboard", "device", "sync_bn", "dist_timeout", "check_isolation", "precision", "channels_last", "compile", "ema_decay", "ema_rampup",
     "eval_every", "eval_n", "best_metric", "eval_fid", "inception_weights",
     "loss", "spectral_norm", "pack", "diffaug", "r1", "r1_every", "info_codes", "info_weight",
 )  # fmt: skip

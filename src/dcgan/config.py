@@ -150,6 +150,9 @@ class TrainConfig:
     sync_bn: bool = False  # with several processes: BatchNorm statistics over the global batch, not each process's share
     dist_timeout: float = 600.0  # seconds a process waits for the others in a collective before the job stops
     ema_decay: Optional[float] = None  # keep an EMA of G's weights (decay per step) for grids, samples, eval and export
+    # EMA ramp-up (StyleGAN2-ADA's ema_rampup): the average's half-life is at most this fraction of the steps so far,
+    # so that early on it forgets the untrained weights quickly; None: the decay from the first step
+    ema_rampup: Optional[float] = None
     # speed (see precision.py for the measurements behind the defaults)
     precision: str = "auto"  # fp32, bf16, fp16 (autocast; fp16 with a GradScaler) or auto: bf16 where the hardware has it
     channels_last: bool = True  # NHWC memory layout: faster convolutions (1.2x measured on CPU at 64x64)
@@ -191,6 +194,10 @@ class TrainConfig:
         self._check_stabilisers()
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise DcganError(f"ema_decay must lie between 0 and 1, not {self.ema_decay}")
+        if self.ema_rampup is not None and not 0 < self.ema_rampup < float("inf"):
+            raise DcganError(f"ema_rampup must be a positive number, not {self.ema_rampup}")
+        if self.ema_rampup is not None and self.ema_decay is None:
+            raise DcganError("ema_rampup shapes the EMA of G: it needs ema_decay too")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise DcganError(f"unknown precision '{self.precision}': use auto, fp32, bf16 or fp16")
         if not self.dist_timeout > 0:

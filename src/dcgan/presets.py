@@ -38,6 +38,7 @@ PRESETS: dict[str, dict] = {
         "diffaug": None,
         "r1": 0.0,
         "ema_decay": None,
+        "ema_rampup": None,
         "precision": "fp32",  # the tutorial has no autocast
     },
     # measured on the 5,000 embedded digits (README, "Sample quality"): against the tutorial's batch and

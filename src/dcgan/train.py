@@ -97,6 +97,14 @@ def _silent(message: str) -> None:
     pass  # the log of every rank but 0: one process speaks for the job
 
 
+def ema_decay_at(config: TrainConfig, step: int) -> float:
+    """The EMA's decay for step `step` (1-based): ema_decay, lowered by ema_rampup while the steps are few."""
+    if config.ema_rampup is None:
+        return config.ema_decay
+    half_life = max(1.0, config.ema_rampup * step)  # in steps
+    return min(config.ema_decay, 0.5 ** (1.0 / half_life))
+
+
 def _make_run_dir(config: TrainConfig, source: Source) -> tuple[Path, Optional[Path]]:
     run_dir = Path(config.out) if config.out else default_run_dir(source.name)
     return run_dir, prepare_run_dir(run_dir)
@@ -342,9 +350,14 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        """ema <- decay * ema + (1 - decay) * G, weights in one fused pass; BatchNorm statistics copied."""
+        """ema <- decay * ema + (1 - decay) * G, weights in one fused pass; BatchNorm statistics copied.
+
+        Called after step `self.step + 1`. With ema_rampup the decay is lowered while the steps are few,
+        so that the half-life is at most ema_rampup x the steps so far: the average then never holds
+        much of the untrained weights (a function of the step alone, so a resumed run matches).
+        """
         ema_params, params = list(self.generator_ema.parameters()), list(self.generator.parameters())
-        torch._foreach_lerp_(ema_params, params, 1.0 - self.config.ema_decay)
+        torch._foreach_lerp_(ema_params, params, 1.0 - ema_decay_at(self.config, self.step + 1))
         for ema_buffer, buffer in zip(self.generator_ema.buffers(), self.generator.buffers()):
             ema_buffer.copy_(buffer)
 
@@ -592,7 +605,7 @@ class Trainer:
             (f"DiffAugment {c.diffaug}", c.diffaug),
             (f"R1 {c.r1:g} every {c.r1_every} steps", c.r1),
             (f"InfoGAN codes {c.info_codes} (weight {c.info_weight:g})", self.model_config.info_codes),
-            (f"EMA of G {c.ema_decay:g}" if c.ema_decay else "", c.ema_decay),
+            (f"EMA of G {c.ema_decay or 0:g}" + (f", ramp-up {c.ema_rampup:g}" if c.ema_rampup else ""), c.ema_decay),
         ]
         return [name for name, on in named if on]
 
