@@ -66,9 +66,20 @@ def test_the_ramp_up_caps_the_half_life_early_and_resume_keeps_it(tmp_path):
     assert moved(whole) > 2 * moved(plain)
 
 
+def test_a_decay_of_zero_drops_the_ema_a_preset_sets(tmp_path, capsys):
+    from dcgan.cli import main
+
+    tiny = ["--data", "fake", "--image-size", "16", "--nz", "24", "--ngf", "4", "--ndf", "4", "--batch-size", "16", "--no-progress"]
+    assert main(["train", "--preset", "stable", *tiny, "--max-steps", "1", "--ema-decay", "0", "--out", str(tmp_path / "run")]) == 0
+    assert "EMA" not in capsys.readouterr().out
+    assert "generator_ema" not in ckpt.read_file(tmp_path / "run" / "checkpoints" / "final.pt")
+
+
 def test_a_decay_outside_zero_one_is_refused():
-    with pytest.raises(DcganError, match="ema_decay must lie between 0 and 1"):
+    with pytest.raises(DcganError, match=r"ema_decay must lie between 0 \(no EMA\) and 1, not 1.0"):
         TrainConfig(ema_decay=1.0)
+    with pytest.raises(DcganError, match="ema_decay must lie between 0"):
+        TrainConfig(ema_decay=-0.5)
     with pytest.raises(DcganError, match="ema_rampup must be a positive number"):
         TrainConfig(ema_decay=0.9, ema_rampup=0.0)
     with pytest.raises(DcganError, match="ema_rampup shapes the EMA of G: it needs ema_decay too"):

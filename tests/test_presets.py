@@ -57,14 +57,14 @@ def test_unknown_preset_is_one_line(tmp_path, capsys):
 
 
 def test_a_run_says_which_preset_and_stabilisers_it_trains_with(tmp_path, capsys):
-    tiny = ["--data", "fake", "--image-size", "16", "--nz", "14", "--ngf", "4", "--ndf", "4", "--no-progress"]
+    tiny = ["--data", "fake", "--image-size", "16", "--nz", "24", "--ngf", "4", "--ndf", "4", "--no-progress"]
     argv = ["train", "--preset", "stable", *tiny, "--batch-size", "16", "--max-steps", "1", "--out", str(tmp_path / "run")]
     assert main(argv) == 0
     said = "training: preset stable, lr 0.0004, Adam betas (0, 0.99), loss bce, R1 1 every 16 steps"
-    assert said + ", InfoGAN codes 10 (weight 1)\n" in capsys.readouterr().out
+    assert said + ", InfoGAN codes 20 (weight 1), EMA of G 0.9954, ramp-up 0.1\n" in capsys.readouterr().out
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    got = (config["preset"], config["batch_size"], config["diffaug"], config["r1"], config["info_codes"])
-    assert got == ("stable", 16, None, 1.0, "10")
+    got = (config["preset"], config["batch_size"], config["diffaug"], config["r1"], config["info_codes"], config["ema_decay"])
+    assert got == ("stable", 16, None, 1.0, "20", 0.9954)
 
 
 def test_a_new_run_on_the_embedded_digits_starts_from_stable(capsys):
@@ -72,12 +72,11 @@ def test_a_new_run_on_the_embedded_digits_starts_from_stable(capsys):
     config = _resolved(capsys, [])  # the default job
     assert {key: config[key] for key in stable} == stable
     assert config["diffaug"] is None  # with the codes, translation held the digits back
-    # the other digit set stable was measured on, where the InfoGAN codes did not help
+    # the other digit set stable was measured on, with one code for each channel's digit
     config = _resolved(capsys, ["--data", "stacked-mnist"])
-    assert {key: config[key] for key in stable} == {**stable, "nz": 32, "info_codes": None}
-    assert config["diffaug"] == "translation"  # measured there with it
-    config = _resolved(capsys, ["--preset", "stable", "--data", "stacked-mnist", "--info-codes", "10,10,10"])  # flags win
-    assert (config["nz"], config["info_codes"]) == (32, "10,10,10")
+    assert {key: config[key] for key in stable} == {**stable, "nz": 62, "info_codes": "10,10,10"}
+    config = _resolved(capsys, ["--preset", "stable", "--data", "stacked-mnist", "--info-codes", "0", "--nz", "32"])  # flags win
+    assert (config["nz"], config["info_codes"]) == (32, "0")
     config = _resolved(capsys, ["--lr", "1e-3", "--r1", "0", "--beta2", "0.9"])  # flags still override it
     assert (config["preset"], config["lr"], config["r1"], config["beta2"], config["batch_size"]) == ("stable", 1e-3, 0.0, 0.9, 64)
 

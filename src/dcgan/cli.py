@@ -39,8 +39,8 @@ def _train_parser(sub) -> None:
         help="train a DCGAN",
         description="Train a DCGAN. With no arguments: the embedded MNIST digits at 32x32, about 4.5 minutes on 2 CPU cores. "
         f"A new run on {STABLE_BY_DEFAULT} that names no --preset starts from --preset stable (batch 64, "
-        "lr 4e-4, betas 0 and 0.99, --r1 1, at least 3,000 steps, and on mnist --nz 42 --info-codes 10, "
-        "on stacked-mnist --nz 32 --diffaug translation); the defaults below are those of other data "
+        "lr 4e-4, betas 0 and 0.99, --r1 1, at least 3,000 steps, --ema-decay 0.9954 --ema-rampup 0.1, and on mnist "
+        "--nz 52 --info-codes 20, on stacked-mnist --nz 62 --info-codes 10,10,10); the defaults below are those of other data "
         "and of --preset plain.",
         epilog="example: dcgan train --data img_align_celeba.zip --image-size 64 --channels 3 --epochs 5",
     )
@@ -71,7 +71,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: this process's GPU when CUDA is available, else the CPU)")
     p.add_argument("--sync-bn", action="store_true", default=None, help="with several processes (torchrun): BatchNorm statistics over the global batch")
     p.add_argument("--dist-timeout", type=float, metavar="SECONDS", help=f"with several processes: how long one waits for the others before the job stops (default {DEFAULTS.dist_timeout:g})")
-    p.add_argument("--ema-decay", type=float, metavar="D", help="keep an exponential moving average of G's weights (decay per step, between 0 and 1) and draw grids, samples, eval and exports from it; the D and G steps are unchanged")
+    p.add_argument("--ema-decay", type=float, metavar="D", help="keep an exponential moving average of G's weights (decay per step, below 1) and draw grids, samples, eval and exports from it; the D and G steps are unchanged (default: none; 0 drops the EMA a preset sets)")
     p.add_argument("--ema-rampup", type=float, metavar="R", help="with --ema-decay: lower the decay while the steps are few, so that the average's half-life is at most R x the steps so far and it soon forgets the untrained weights (StyleGAN2-ADA uses 0.05; default: none, the decay from the first step)")
     s = p.add_argument_group("stabilisers", "Each is off by default, giving the tutorial's training; see README.md, Stabilisers.")
     s.add_argument("--loss", choices=LOSSES, help=(

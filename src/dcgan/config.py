@@ -149,7 +149,7 @@ class TrainConfig:
     device: Optional[str] = None  # cpu, cuda or cuda:N; None: this process's GPU (cuda:LOCAL_RANK) if CUDA is there, else cpu
     sync_bn: bool = False  # with several processes: BatchNorm statistics over the global batch, not each process's share
     dist_timeout: float = 600.0  # seconds a process waits for the others in a collective before the job stops
-    ema_decay: Optional[float] = None  # keep an EMA of G's weights (decay per step) for grids, samples, eval and export
+    ema_decay: Optional[float] = None  # keep an EMA of G's weights (decay per step) for grids, samples, eval and export; 0: none
     # EMA ramp-up (StyleGAN2-ADA's ema_rampup): the average's half-life is at most this fraction of the steps so far,
     # so that early on it forgets the untrained weights quickly; None: the decay from the first step
     ema_rampup: Optional[float] = None
@@ -192,8 +192,8 @@ class TrainConfig:
         if not self.lr > 0:
             raise DcganError(f"lr must be positive, not {self.lr}")
         self._check_stabilisers()
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            raise DcganError(f"ema_decay must lie between 0 and 1, not {self.ema_decay}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:  # 0: no EMA, as --r1 0 is no R1
+            raise DcganError(f"ema_decay must lie between 0 (no EMA) and 1, not {self.ema_decay}")
         if self.ema_rampup is not None and not 0 < self.ema_rampup < float("inf"):
             raise DcganError(f"ema_rampup must be a positive number, not {self.ema_rampup}")
         if self.ema_rampup is not None and self.ema_decay is None:
