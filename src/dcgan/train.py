@@ -605,7 +605,7 @@ class Trainer:
             (f"DiffAugment {c.diffaug}", c.diffaug),
             (f"R1 {c.r1:g} every {c.r1_every} steps", c.r1),
             (f"InfoGAN codes {c.info_codes} (weight {c.info_weight:g})", self.model_config.info_codes),
-            (f"EMA of G {c.ema_decay or 0:g}" + (f", ramp-up {c.ema_rampup:g}" if c.ema_rampup else ""), c.ema_decay),
+            (f"EMA of G {c.ema_decay:g}{f', ramp-up {c.ema_rampup:g}' if c.ema_rampup else ''}" if c.ema_decay else "", c.ema_decay),
         ]
         return [name for name, on in named if on]
 
