@@ -69,7 +69,7 @@ def test_the_ramp_up_caps_the_half_life_early_and_resume_keeps_it(tmp_path):
 def test_a_decay_of_zero_drops_the_ema_a_preset_sets(tmp_path, capsys):
     from dcgan.cli import main
 
-    tiny = ["--data", "fake", "--image-size", "16", "--nz", "24", "--ngf", "4", "--ndf", "4", "--batch-size", "16", "--no-progress"]
+    tiny = ["--data", "fake", "--image-size", "16", "--nz", "40", "--ngf", "4", "--ndf", "4", "--batch-size", "16", "--no-progress"]
     assert main(["train", "--preset", "stable", *tiny, "--max-steps", "1", "--ema-decay", "0", "--out", str(tmp_path / "run")]) == 0
     assert "EMA" not in capsys.readouterr().out
     assert "generator_ema" not in ckpt.read_file(tmp_path / "run" / "checkpoints" / "final.pt")

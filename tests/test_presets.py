@@ -57,14 +57,14 @@ def test_unknown_preset_is_one_line(tmp_path, capsys):
 
 
 def test_a_run_says_which_preset_and_stabilisers_it_trains_with(tmp_path, capsys):
-    tiny = ["--data", "fake", "--image-size", "16", "--nz", "24", "--ngf", "4", "--ndf", "4", "--no-progress"]
+    tiny = ["--data", "fake", "--image-size", "16", "--nz", "40", "--ngf", "4", "--ndf", "4", "--no-progress"]
     argv = ["train", "--preset", "stable", *tiny, "--batch-size", "16", "--max-steps", "1", "--out", str(tmp_path / "run")]
     assert main(argv) == 0
     said = "training: preset stable, lr 0.0004, Adam betas (0, 0.99), loss bce, R1 1 every 16 steps"
-    assert said + ", InfoGAN codes 20 (weight 1), EMA of G 0.9954, ramp-up 0.1\n" in capsys.readouterr().out
+    assert said + ", InfoGAN codes 30 (weight 1), EMA of G 0.9954, ramp-up 0.1\n" in capsys.readouterr().out
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     got = (config["preset"], config["batch_size"], config["diffaug"], config["r1"], config["info_codes"], config["ema_decay"])
-    assert got == ("stable", 16, None, 1.0, "20", 0.9954)
+    assert got == ("stable", 16, None, 1.0, "30", 0.9954)
 
 
 def test_a_new_run_on_the_embedded_digits_starts_from_stable(capsys):
