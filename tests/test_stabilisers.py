@@ -77,7 +77,7 @@ def test_a_checkpoint_from_before_the_stabilisers_resumes(tmp_path):
         (["--info-codes", "10", "--nz", "10"], "info codes 10 take the last 10 numbers of z, so nz (10) must be larger"),
         (["--info-codes", "10", "--pack", "2"], "info codes need one D output per image, and pack gives one per group"),
         (["--info-codes", "10", "--info-weight", "0"], "info_weight must be a positive number, not 0.0"),
-        (["--info-codes", "10", "--nz", "10"], "(no codes: --info-codes 0; --preset stable, the default on mnist and stacked-mnist, sets 30 and 10,10,10)"),
+        (["--info-codes", "10", "--nz", "10"], "(no codes: --info-codes 0; --preset stable, the default on mnist and stacked-mnist, sets 30 and 20,20,20)"),
     ],
 )
 def test_bad_values_are_one_line_and_status_2(capsys, tmp_path, flags, message):

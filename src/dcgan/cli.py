@@ -40,7 +40,7 @@ def _train_parser(sub) -> None:
         description="Train a DCGAN. With no arguments: the embedded MNIST digits at 32x32, about 5 minutes on 2 CPU cores. "
         f"A new run on {STABLE_BY_DEFAULT} that names no --preset starts from --preset stable (batch 64, "
         "lr 4e-4, betas 0 and 0.99, --r1 1, at least 2,600 steps, --ema-decay 0.9954 --ema-rampup 0.1, and on mnist "
-        "--nz 62 --info-codes 30, on stacked-mnist --nz 62 --info-codes 10,10,10); the defaults below are those of other data "
+        "--nz 62 --info-codes 30, on stacked-mnist --nz 92 --info-codes 20,20,20); the defaults below are those of other data "
         "and of --preset plain.",
         epilog="example: dcgan train --data img_align_celeba.zip --image-size 64 --channels 3 --epochs 5",
     )
