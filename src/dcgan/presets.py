@@ -52,11 +52,11 @@ PRESETS: dict[str, dict] = {
     # categorical code G no longer spends latent space on blends between digits, and the confident
     # fraction at 2,400 steps rose from 66, 67 and 63% to 75, 77.5 and 74% on three seeds (README)
     # no DiffAugment: with the codes, translating D's inputs held the digits back; without it the
-    # confident fraction at 3,000 steps averaged 84.2% over five seeds against 77.6%, class KL lower on all
+    # confident fraction at 3,000 steps averaged 84.2% over five seeds against 77.6%, class KL lower on all five;
     # 20 categories instead of 10 (a digit that shares a category with another is drawn as blends of the
     # two; with twice the categories fewer digits share one) and an EMA of G (half-life 150 steps, ramped
     # up): 86.1% confident at 3,000 steps on three seeds against 82.4%, ahead on each (docs/sample-quality.md);
-    # 30 categories: the default job scored 89.9, 89.7 and 86.5% on seeds 0-2 against 86.5, 86.7 and 83.8%
+    # 30 categories: the default job scored 89.9, 89.7 and 86.5% on seeds 0-2 at 3,042 steps against 86.5, 86.7 and 83.8%
     "stable": {
         "nz": 62,  # 32 continuous numbers and the 30 of the code
         "info_codes": "30",
@@ -90,8 +90,8 @@ def default_preset(data: str) -> Optional[str]:
     return DATA_PRESETS.get(data)
 
 
-# where a preset's best settings differ by data set: on stacked-mnist, one code of 10 categories for each
-# channel's digit (without DiffAugment: with it the codes did not help, 63% confident against 64%); without
+# where a preset's best settings differ by data set: on stacked-mnist, one code for each channel's digit,
+# first of 10 categories (without DiffAugment: with it the codes did not help, 63% confident against 64%); without
 # DiffAugment, at 10,000 steps on seed 0, 74.8% confident and KL 0.077 against 68.7% and 0.082 without codes;
 # 20 categories a channel, as more categories helped on mnist: 77.3% (its EMA 79.6%) against 74.8%, and
 # the full command (with the EMA, two threads) 73.2% against 69.8%
