@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 from . import why_detach_cli
 from .config import LOSSES, TrainConfig
 from .errors import DcganError
-from .presets import PRESETS, STABLE_BY_DEFAULT, default_preset, preset_options
+from .presets import PRESETS, STABLE_BY_DEFAULT, STABLE_CODES, default_preset, preset_options
 
 DEFAULTS = TrainConfig()
 # FID help shared by `train --eval-fid` and `eval --fid`: the same Inception, weights file and cost
@@ -39,8 +39,8 @@ def _train_parser(sub) -> None:
         help="train a DCGAN",
         description="Train a DCGAN. With no arguments: the embedded MNIST digits at 32x32, about 5 minutes on 2 CPU cores. "
         f"A new run on {STABLE_BY_DEFAULT} that names no --preset starts from --preset stable (batch 64, "
-        "lr 4e-4, betas 0 and 0.99, --r1 1, at least 2,600 steps, --ema-decay 0.9954 --ema-rampup 0.1, and on mnist "
-        "--nz 62 --info-codes 30, on stacked-mnist --nz 92 --info-codes 20,20,20); the defaults below are those of other data "
+        f"lr 4e-4, betas 0 and 0.99, --r1 1, at least {PRESETS['stable']['min_steps']:,} steps, --ema-decay 0.9954 --ema-rampup 0.1, "
+        f"and {STABLE_CODES}); the defaults below are those of other data "
         "and of --preset plain.",
         epilog="example: dcgan train --data img_align_celeba.zip --image-size 64 --channels 3 --epochs 5",
     )

@@ -82,7 +82,6 @@ PRESETS: dict[str, dict] = {
 DATA_PRESETS = {"mnist": "stable", "stacked-mnist": "stable"}
 STABLE_BY_DEFAULT = " and ".join(data for data, name in DATA_PRESETS.items() if name == "stable")  # for messages
 R1_OFF_HINT = f"--r1 0; --preset stable, the default on {STABLE_BY_DEFAULT}, sets 1"  # the R1 refusals' way out
-INFO_OFF_HINT = f"no codes: --info-codes 0; --preset stable, the default on {STABLE_BY_DEFAULT}, sets 30 and 20,20,20"  # the same for the codes
 
 
 def default_preset(data: str) -> Optional[str]:
@@ -105,3 +104,13 @@ def preset_options(name: str, data: Optional[str] = None) -> dict:
     if name not in PRESETS:
         raise DcganError(f"unknown preset '{name}': use {', '.join(PRESETS)}")
     return {**PRESETS[name], **PRESET_DATA_CHANGES.get((name, data), {}), "preset": name}
+
+
+# the latent and codes stable gives each data set it is the default on, read from the tables above so
+# that the messages and the --help text follow the preset
+_STABLE_BY_DATA = {data: preset_options("stable", data) for data, name in DATA_PRESETS.items() if name == "stable"}
+STABLE_CODES = ", ".join(f"on {data} --nz {o['nz']} --info-codes {o['info_codes']}" for data, o in _STABLE_BY_DATA.items())
+INFO_OFF_HINT = (  # the codes' refusals' way out, as R1_OFF_HINT
+    f"no codes: --info-codes 0; --preset stable, the default on {STABLE_BY_DEFAULT}, sets "
+    + " and ".join(o["info_codes"] for o in _STABLE_BY_DATA.values())
+)
