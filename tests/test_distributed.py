@@ -225,9 +225,11 @@ def test_both_ranks_hold_identical_networks(two_processes):
     assert all(torch.equal(saved["generator"][k], rank0["generator"][k]) for k in saved["generator"])
 
 
-def test_info_codes_under_two_processes_keep_the_ranks_identical(tmp_path):
-    # the code head is used by the fake half of the D step only: its gradient must still be all-reduced
-    args = CLI_TINY + ["--batch-size", "8", "--info-codes", "3", "--max-steps", "3", "--out", str(tmp_path / "run")]
+@pytest.mark.parametrize("codes", [["--info-codes", "3"], ["--info-codes", "2,2,2", "--channel-codes", "--nz", "10"]])
+def test_info_codes_under_two_processes_keep_the_ranks_identical(tmp_path, codes):
+    # the code head is used by the fake half of the D step only: its gradient must still be all-reduced;
+    # with --channel-codes D runs twice on the fakes (as drawn, and shuffled) before one backward pass
+    args = CLI_TINY + ["--batch-size", "8", *codes, "--max-steps", "3", "--out", str(tmp_path / "run")]
     done = _worker(tmp_path, "none", args)
     assert done.returncode == 0, done.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f"run.rank{r}.pt", weights_only=True) for r in (0, 1))

@@ -11,7 +11,7 @@ from conftest import error_line
 from dcgan.config import ModelConfig, TrainConfig
 from dcgan.losses import code_loss
 from dcgan.models import build_models, code_targets, with_one_hot_codes
-from dcgan.step import GanState, codes_of, discriminator_step, generator_step, train_step
+from dcgan.step import GanState, codes_of, discriminator_step, generator_step, shuffle_channels, train_step
 from dcgan.train import Trainer
 
 CODES = (3, 2)  # two codes: the last 5 of z's 8 numbers
@@ -168,3 +168,66 @@ def test_stats_log_the_code_loss_beside_the_adversarial_figures(coded_run, tmp_p
     plain = tmp_path / "plain"
     Trainer(TrainConfig(data="fake", image_size=16, ngf=4, ndf=4, batch_size=8, max_steps=1, out=str(plain), progress=False), log=lambda m: None).fit()
     assert "loss_codes" not in json.loads((plain / "stats.jsonl").read_text().splitlines()[0])
+
+
+def test_channel_codes_shuffle_each_fakes_channels_and_its_codes_together():
+    torch.manual_seed(0)
+    codes = torch.randint(0, 10, (64, 3))
+    fake = codes.float().view(64, 3, 1, 1).expand(64, 3, 4, 4).contiguous()  # channel c shows code c
+    shuffled, shuffled_codes = shuffle_channels(fake, codes)
+    assert torch.equal(shuffled, shuffled_codes.float().view(64, 3, 1, 1).expand(64, 3, 4, 4))  # still together
+    assert torch.equal(shuffled_codes.sort(1).values, codes.sort(1).values)  # each fake's own codes, reordered
+    assert 0.6 < (shuffled_codes != codes).any(1).float().mean() < 0.95  # 5 of the 6 orders move something
+
+
+def test_the_shuffle_sends_the_gradient_back_to_the_channel_it_took():
+    fake = torch.arange(3.0).view(1, 3, 1, 1).repeat(32, 1, 4, 4).requires_grad_(True)  # channel c is all c
+    shuffled, places = shuffle_channels(fake, torch.arange(3).repeat(32, 1))  # places[b, j]: the channel at place j
+    (shuffled[:, 0].sum() + 2 * shuffled[:, 1].sum()).backward()  # place j weighs (1, 2, 0)[j]
+    for b in range(32):
+        assert [fake.grad[b, places[b, j], 0, 0].item() for j in range(3)] == [1.0, 2.0, 0.0]
+
+
+def test_with_channel_codes_d_judges_the_fakes_as_drawn_and_reads_the_codes_from_a_shuffled_pass():
+    from dcgan.step import _judge_fake
+
+    torch.manual_seed(0)
+    generator, discriminator = build_models(ModelConfig(image_size=16, channels=3, nz=12, ngf=4, ndf=4, info_codes=(3, 3, 3)))
+    discriminator.eval()  # BatchNorm from running statistics: each pass the same whatever else is in it
+    optimizers = [torch.optim.Adam(m.parameters()) for m in (generator, discriminator)]
+    state = GanState(generator, discriminator, *optimizers, info_codes=(3, 3, 3), channel_codes=True)
+    z = torch.randn(16, 12, 1, 1, generator=torch.Generator().manual_seed(1))
+    fake, codes = generator(z).detach(), codes_of(state, z)
+    torch.manual_seed(5)
+    logits, loss = _judge_fake(state, fake, codes)
+    torch.manual_seed(5)
+    shuffled, shuffled_codes = shuffle_channels(fake, codes)
+    assert torch.equal(logits, discriminator(fake))
+    assert torch.allclose(loss, code_loss(discriminator(shuffled, with_codes=True)[1], shuffled_codes, (3, 3, 3)))
+    assert not torch.allclose(loss, code_loss(discriminator(fake, with_codes=True)[1], codes, (3, 3, 3)))
+
+
+def test_channel_codes_train_with_the_shuffled_targets(tmp_path):
+    from dcgan.train import Trainer
+
+    config = TrainConfig(data="fake", image_size=16, nz=12, ngf=4, ndf=4, batch_size=8, max_steps=2, info_codes="3,3,3",
+                         channel_codes=True, out=str(tmp_path / "run"), progress=False)  # fmt: skip
+    trainer = Trainer(config, log=lambda m: None)
+    assert trainer.state.channel_codes and trainer.state.info_codes == (3, 3, 3)
+    trainer.fit()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
+    assert rows and all(0 < row["loss_codes"] < 3 * 2 * np.log(3) for row in rows)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--data", "stacked-mnist", "--info-codes", "10,10"], "channel_codes gives each of the 3 image channel(s) one code"),
+        (["--data", "stacked-mnist", "--info-codes", "10,10,5"], "needs 3 code(s) of one category count (10,10,10), not 10,10,5"),
+        (["--data", "fake", "--channels", "1", "--info-codes", "3,3"], "drop --channel-codes (--no-channel-codes)"),
+    ],
+)
+def test_channel_codes_that_do_not_match_the_channels_are_one_line_and_make_no_folder(tmp_path, capsys, argv, message):
+    tiny = ["--image-size", "16", "--nz", "40", "--ngf", "4", "--ndf", "4", "--batch-size", "8", "--max-steps", "1", "--no-progress"]
+    assert message in error_line(capsys, ["train", *tiny, *argv, "--channel-codes", "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()

@@ -23,6 +23,7 @@ FLAGS = {
     "diffaug": {"diffaug": "color,translation,cutout"},
     "r1": {"r1": 1.0, "r1_every": 2},  # R1 on steps 2 and 4: one before the stop, one after the resume
     "info_codes": {"info_codes": "3,2", "info_weight": 0.5},  # the last 5 of z's 8 numbers pick the categories
+    "channel_codes": {"info_codes": "2,2,2", "channel_codes": True, "nz": 10},  # fake images have 3 channels: a code each
 }
 
 

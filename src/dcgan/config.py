@@ -64,6 +64,16 @@ def check_info_codes(info_codes: tuple[int, ...], nz: int, pack: int) -> None:
         raise DcganError(f"info codes need one D output per image, and pack gives one per group: use one or the other ({INFO_OFF_HINT})")
 
 
+def check_channel_codes(info_codes: tuple[int, ...], channels: int) -> None:
+    """--channel-codes shuffles the channels with their codes: one code per channel, all of one category count."""
+    if info_codes and (len(info_codes) != channels or len(set(info_codes)) != 1):
+        raise DcganError(
+            f"channel_codes gives each of the {channels} image channel(s) one code and shuffles them together, so it needs "
+            f"{channels} code(s) of one category count ({','.join(['10'] * channels)}), not {','.join(map(str, info_codes))}: "
+            "change --info-codes, or drop --channel-codes (--no-channel-codes)"
+        )
+
+
 def check_channels(channels: int) -> None:
     if channels not in (1, 3):
         raise DcganError(f"channels must be 1 (grayscale) or 3 (colour), not {channels}")
@@ -123,6 +133,7 @@ class TrainConfig:
     r1_every: int = 16  # lazy R1: apply it on every N-th D step only, N times as strong (StyleGAN2)
     info_codes: Optional[str] = None  # InfoGAN categorical codes, e.g. "10" or "10,10,10": z's last numbers pick them
     info_weight: float = 1.0  # InfoGAN's lambda: weight of the code loss in the D step and in the G step
+    channel_codes: bool = False  # code i sets channel i: D's head reads the fakes' channels and codes shuffled together; no effect without codes
     drop_last: bool = True  # drop the last short batch of an epoch so every step sees batch_size images
     init_g: Optional[str] = None  # warm start G from a checkpoint or a tutorial-layout netG .pth
     init_d: Optional[str] = None  # warm start D from a checkpoint or a tutorial-layout netD .pth

@@ -23,6 +23,12 @@ Stabilisers, each off by default (the tutorial's step), none of which changes th
   D step adds `info_weight` x the code loss of D's guess at the categories of `fake.detach()` (D's
   code head learns to read them), and the G step adds the same loss on the same `fake`, through the
   fixed D, so that G learns to make them readable. The targets come from z, so no labels are used.
+  With `state.channel_codes` (one code per channel, for data whose channels are exchangeable, as
+  stacked-mnist's), D's head reads the codes from a second pass over the same fakes with each one's
+  channels shuffled, and the targets shuffled alike, in both steps: it can only read the code of the
+  channel at each place, so code i comes to set channel i's image. D's real-or-fake logits still
+  come from the fakes as drawn: shuffled, the channels' digits mix at every place, and D would not
+  see a channel that lacks a digit. The shuffle draws from torch's default generator, as DiffAugment does.
 - spectral norm and pack live inside D (models.py): the step calls D as before. Spectral norm's
   power iteration advances at every training-mode pass through D, so its u, v buffers move in the
   G step too, as BatchNorm's running statistics do in the tutorial; D's parameters do not.
@@ -69,6 +75,7 @@ class GanState:
     scaler_g: Optional[torch.amp.GradScaler] = None
     info_codes: tuple[int, ...] = ()  # InfoGAN: the categories of each code G reads from z (models.py); (): none
     info_weight: float = 1.0  # the code loss's weight in both steps
+    channel_codes: bool = False  # code i belongs to channel i: D's head reads them from the fakes shuffled (see above)
 
 
 def codes_of(state: GanState, z: torch.Tensor) -> Optional[torch.Tensor]:
@@ -76,12 +83,24 @@ def codes_of(state: GanState, z: torch.Tensor) -> Optional[torch.Tensor]:
     return code_targets(z, list(state.info_codes)) if state.info_codes else None
 
 
+def shuffle_channels(fake: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each fake's channels in a random order of its own, and its codes (one per channel) in the same order."""
+    B, C = codes.shape
+    order = torch.argsort(torch.rand(B, C, device=codes.device), dim=1)  # place j shows channel order[b, j]
+    return torch.gather(fake, 1, order.view(B, C, 1, 1).expand_as(fake)), torch.gather(codes, 1, order)
+
+
 def _judge_fake(state: GanState, fake: torch.Tensor, codes: Optional[torch.Tensor]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     """D's logits on (augmented) fakes and, with info codes, the code loss of its guess at their categories."""
     with state.autocast():
         if codes is None:
             return state.discriminator(state.augment(fake)), None
-        logits, code_logits = state.discriminator(state.augment(fake), with_codes=True)
+        if state.channel_codes:
+            logits = state.discriminator(state.augment(fake))
+            shuffled, codes = shuffle_channels(fake, codes)  # differentiable: G's gradient comes back to the right channel
+            code_logits = state.discriminator(state.augment(shuffled), with_codes=True)[1]
+        else:
+            logits, code_logits = state.discriminator(state.augment(fake), with_codes=True)
     return logits, state.info_weight * code_loss(code_logits, codes, state.info_codes)
 
 

@@ -56,7 +56,7 @@ from . import checkpoint as ckpt
 from . import precision
 from . import distributed
 from .augment import make_augment
-from .config import ModelConfig, TrainConfig
+from .config import ModelConfig, TrainConfig, check_channel_codes, parse_info_codes
 from .data import Batches, ImageSet, load_images
 from .errors import DcganError
 from .evaluate import append_result
@@ -136,6 +136,8 @@ class Trainer:
             )
         source = resolve_source(config.data)
         config = resolve_config(config, source)
+        if config.channel_codes:  # before the run folder: it needs the data's channels
+            check_channel_codes(parse_info_codes(config.info_codes) if config.info_codes is not None else (), config.channels)
         config, metric_kind = resolve_evaluation(config)
         self.device = distributed.resolve_device(config.device, self.processes)
         # --eval-every: rank 0's classifier and/or Inception reference, made before the run folder (training_eval.py)
@@ -210,6 +212,7 @@ class Trainer:
             scaler_g=precision.grad_scaler(self.precision, self.device),
             info_codes=self.model_config.info_codes,
             info_weight=config.info_weight,
+            channel_codes=config.channel_codes,
         )
         self.noise_rng = torch.Generator().manual_seed(config.seed + 1)  # z of each training step
         self.fixed_noise = torch.randn(config.n_fixed, config.nz, 1, 1, generator=torch.Generator().manual_seed(config.seed + 2))
@@ -604,7 +607,7 @@ class Trainer:
             (f"pack {c.pack}", c.pack > 1),
             (f"DiffAugment {c.diffaug}", c.diffaug),
             (f"R1 {c.r1:g} every {c.r1_every} steps", c.r1),
-            (f"InfoGAN codes {c.info_codes} (weight {c.info_weight:g})", self.model_config.info_codes),
+            (f"InfoGAN codes {c.info_codes} (weight {c.info_weight:g}{', one per channel' if c.channel_codes else ''})", self.model_config.info_codes),
             (f"EMA of G {c.ema_decay:g}{f', ramp-up {c.ema_rampup:g}' if c.ema_rampup else ''}" if c.ema_decay else "", c.ema_decay),
         ]
         return [name for name, on in named if on]
