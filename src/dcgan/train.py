@@ -56,7 +56,7 @@ from . import checkpoint as ckpt
 from . import precision
 from . import distributed
 from .augment import make_augment
-from .config import ModelConfig, TrainConfig, check_channel_codes, parse_info_codes
+from .config import ModelConfig, TrainConfig, check_channel_codes
 from .data import Batches, ImageSet, load_images
 from .errors import DcganError
 from .evaluate import append_result
@@ -137,7 +137,7 @@ class Trainer:
         source = resolve_source(config.data)
         config = resolve_config(config, source)
         if config.channel_codes:  # before the run folder: it needs the data's channels
-            check_channel_codes(parse_info_codes(config.info_codes) if config.info_codes is not None else (), config.channels)
+            check_channel_codes(config.model().info_codes, config.channels)
         config, metric_kind = resolve_evaluation(config)
         self.device = distributed.resolve_device(config.device, self.processes)
         # --eval-every: rank 0's classifier and/or Inception reference, made before the run folder (training_eval.py)
