@@ -96,6 +96,11 @@ def test_evaluations_are_logged_and_best_pt_is_the_best_one(tmp_path, capsys):
     scored = json.loads((run / "eval.jsonl").read_text().splitlines()[-1])
     assert scored["checkpoint"] == "best.pt" and "step" not in scored  # kept by a later rollback's truncation
     assert scored["confident"] == best["best"]["value"]  # best.pt's generator, scored again: the value it was kept for
+    assert main(["eval", "--run", str(run), "--checkpoint", str(newest), "--n", "50"]) == 0  # a checkpoint named by path
+    assert capsys.readouterr().out.startswith("final.pt: ")
+    assert json.loads((run / "eval.jsonl").read_text().splitlines()[-1])["checkpoint"] == "final.pt"
+    assert "give one" in error_line(capsys, ["eval", "--run", str(run), "--best", "--checkpoint", str(newest)])
+    assert "step_00009999.pt" in error_line(capsys, ["eval", "--run", str(run), "--checkpoint", str(run / "checkpoints" / "step_00009999.pt")])
     for command in (["sample", "--out", "x.png"], ["eval"]):
         missing = error_line(capsys, [*command, "--run", str(tmp_path / "run-without"), "--best"])
         assert missing.endswith(f"run folder not found: {tmp_path / 'run-without'}")

@@ -160,6 +160,7 @@ def _eval_parser(sub) -> None:
     )  # fmt: skip
     p.add_argument("--device", help="where the generator and Inception run: cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--best", action="store_true", help="score checkpoints/best.pt, the best evaluation of a run trained with --eval-every, instead of the newest checkpoint")
+    p.add_argument("--checkpoint", metavar="FILE", help="score this checkpoint of the run instead of the newest, such as RUN/checkpoints/step_00007200.pt (the row names it)")
 
 
 def _sample_parser(sub) -> None:
@@ -364,7 +365,9 @@ def _eval(args: argparse.Namespace) -> int:
     weights = Path(args.inception_weights) if args.inception_weights else None
     device = resolve_device(args.device or "cpu", current())
     fid = args.fid or weights is not None
-    checkpoint = _best_checkpoint(Path(args.run)) if args.best else None
+    if args.best and args.checkpoint:
+        raise DcganError("--best and --checkpoint each name the checkpoint to score: give one")
+    checkpoint = _best_checkpoint(Path(args.run)) if args.best else Path(args.checkpoint) if args.checkpoint else None
     result = evaluate_run(
         Path(args.run), args.n, args.seed, fid=fid, inception_weights=weights, device=device, checkpoint=checkpoint
     )
