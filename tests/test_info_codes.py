@@ -208,8 +208,6 @@ def test_with_channel_codes_d_judges_the_fakes_as_drawn_and_reads_the_codes_from
 
 
 def test_channel_codes_train_with_the_shuffled_targets(tmp_path):
-    from dcgan.train import Trainer
-
     config = TrainConfig(data="fake", image_size=16, nz=12, ngf=4, ndf=4, batch_size=8, max_steps=2, info_codes="3,3,3",
                          channel_codes=True, out=str(tmp_path / "run"), progress=False)  # fmt: skip
     trainer = Trainer(config, log=lambda m: None)
