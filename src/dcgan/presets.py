@@ -95,9 +95,10 @@ def default_preset(data: str) -> Optional[str]:
 # 20 categories a channel, as more categories helped on mnist: 77.3% (its EMA 79.6%) against 74.8%, and
 # the full command (with the EMA, two threads) 73.2% against 69.8%; channel_codes, so that each code sets
 # its own channel's digit (one code had set two channels and another none): 81.8% at 7,200 steps
-# (19 min 7 s), 1000 modes and KL 0.083, against 73.2% at 10,000 (docs/sample-quality.md)
+# (19 min 7 s), 1000 modes and KL 0.083, against 73.2% at 10,000 (docs/sample-quality.md); so at least
+# 7,200 steps there (18 epochs of 400), and a bare `dcgan train --data stacked-mnist` is that run
 PRESET_DATA_CHANGES: dict[tuple[str, str], dict] = {
-    ("stable", "stacked-mnist"): {"nz": 92, "info_codes": "20,20,20", "channel_codes": True},  # 32 continuous numbers, as on mnist
+    ("stable", "stacked-mnist"): {"nz": 92, "info_codes": "20,20,20", "channel_codes": True, "min_steps": 7200},  # 32 continuous numbers, as on mnist
 }
 
 
@@ -111,8 +112,9 @@ def preset_options(name: str, data: Optional[str] = None) -> dict:
 # the latent and codes stable gives each data set it is the default on, read from the tables above so
 # that the messages and the --help text follow the preset
 _STABLE_BY_DATA = {data: preset_options("stable", data) for data, name in DATA_PRESETS.items() if name == "stable"}
-STABLE_CODES = ", ".join(
+STABLE_CODES = ", ".join(  # with what else differs by data set
     f"on {data} --nz {o['nz']} --info-codes {o['info_codes']}{' --channel-codes' if o.get('channel_codes') else ''}"
+    + (f" --min-steps {o['min_steps']}" if o["min_steps"] != PRESETS["stable"]["min_steps"] else "")
     for data, o in _STABLE_BY_DATA.items()
 )
 INFO_OFF_HINT = (  # the codes' refusals' way out, as R1_OFF_HINT
