@@ -101,7 +101,8 @@ def default_preset(data: str) -> Optional[str]:
 # on mnist, a discriminator half as wide (ndf 16: widths 16, 32, 64): D's convolutions were most of a step,
 # which now takes about 0.6 times as long, so the default job trains 3,822 steps (49 epochs) in the time
 # 2,652 took; on seeds 0-4 it scored 89.4, 88.7, 88.1, 88.4 and 88.2% confident, 88.5% on average against
-# 86.7% (88.6, 89.4, 85.2, 82.9 and 87.4%), steadier from seed to seed (docs/sample-quality.md)
+# 86.7% (88.6, 89.4, 85.2, 82.9 and 87.4%); with three more runs on one thread (86.3, 83.8, 89.5%), 87.8%
+# over eight runs (docs/sample-quality.md)
 PRESET_DATA_CHANGES: dict[tuple[str, str], dict] = {
     ("stable", "mnist"): {"ndf": 16, "min_steps": 3800},
     ("stable", "stacked-mnist"): {"nz": 92, "info_codes": "20,20,20", "channel_codes": True, "min_steps": 7200},  # 32 continuous numbers, as on mnist
