@@ -119,12 +119,15 @@ def preset_options(name: str, data: Optional[str] = None) -> dict:
 # the latent and codes stable gives each data set it is the default on, read from the tables above so
 # that the messages and the --help text follow the preset
 _STABLE_BY_DATA = {data: preset_options("stable", data) for data, name in DATA_PRESETS.items() if name == "stable"}
-STABLE_CODES = ", ".join(  # with what else differs by data set
-    f"on {data}" + (f" --ndf {o['ndf']}" if "ndf" in o else "") + f" --nz {o['nz']} --info-codes {o['info_codes']}"
-    + (" --channel-codes" if o.get("channel_codes") else "")
-    + (f" --min-steps {o['min_steps']}" if o["min_steps"] != PRESETS["stable"]["min_steps"] else "")
-    for data, o in _STABLE_BY_DATA.items()
-)
+
+
+def _as_flags(options: dict) -> str:
+    """--nz and --info-codes, and every other option where a data set's stable differs from PRESETS["stable"]."""
+    shown = [k for k, v in options.items() if k in ("nz", "info_codes") or (k != "preset" and v != PRESETS["stable"].get(k))]
+    return " ".join(f"--{k.replace('_', '-')}" + ("" if options[k] is True else f" {options[k]}") for k in shown)
+
+
+STABLE_CODES = ", ".join(f"on {data} {_as_flags(o)}" for data, o in _STABLE_BY_DATA.items())  # what differs by data set
 INFO_OFF_HINT = (  # the codes' refusals' way out, as R1_OFF_HINT
     f"no codes: --info-codes 0; --preset stable, the default on {STABLE_BY_DEFAULT}, sets "
     + " and ".join(o["info_codes"] for o in _STABLE_BY_DATA.values())
