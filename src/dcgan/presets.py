@@ -90,22 +90,23 @@ def default_preset(data: str) -> Optional[str]:
     return DATA_PRESETS.get(data)
 
 
-# where a preset's best settings differ by data set: on stacked-mnist, one code for each channel's digit,
-# first of 10 categories (without DiffAugment: with it the codes did not help, 63% confident against 64%); without
-# DiffAugment, at 10,000 steps on seed 0, 74.8% confident and KL 0.077 against 68.7% and 0.082 without codes;
-# 20 categories a channel, as more categories helped on mnist: 77.3% (its EMA 79.6%) against 74.8%, and
-# the full command (with the EMA, two threads) 73.2% against 69.8%; channel_codes, so that each code sets
-# its own channel's digit (one code had set two channels and another none): 81.8% at 7,200 steps
-# (19 min 7 s), 1000 modes and KL 0.083, against 73.2% at 10,000 (docs/sample-quality.md); so at least
-# 7,200 steps there (18 epochs of 400), and a bare `dcgan train --data stacked-mnist` is that run
-# on mnist, a discriminator half as wide (ndf 16: widths 16, 32, 64): D's convolutions were most of a step,
-# which now takes about 0.6 times as long, so the default job trains 3,822 steps (49 epochs) in the time
-# 2,652 took; on seeds 0-4 it scored 89.4, 88.7, 88.1, 88.4 and 88.2% confident, 88.5% on average against
-# 86.7% (88.6, 89.4, 85.2, 82.9 and 87.4%); with three more runs on one thread (86.3, 83.8, 89.5%), 87.8%
-# over eight runs (docs/sample-quality.md)
+# where a preset's best settings differ by data set (keyed by preset and data)
 PRESET_DATA_CHANGES: dict[tuple[str, str], dict] = {
+    # on mnist, a discriminator half as wide (ndf 16: widths 16, 32, 64): D's convolutions were most of a step,
+    # which now takes about 0.6 times as long, so the default job trains 3,822 steps (49 epochs) in the time
+    # 2,652 took; on seeds 0-4 it scored 89.4, 88.7, 88.1, 88.4 and 88.2% confident, 88.5% on average against
+    # 86.7% (88.6, 89.4, 85.2, 82.9 and 87.4%); with three more runs on one thread (86.3, 83.8, 89.5%), 87.8%
+    # over eight runs (docs/sample-quality.md)
     ("stable", "mnist"): {"ndf": 16, "min_steps": 3800},
-    ("stable", "stacked-mnist"): {"nz": 92, "info_codes": "20,20,20", "channel_codes": True, "min_steps": 7200},  # 32 continuous numbers, as on mnist
+    # on stacked-mnist, one code for each channel's digit, first of 10 categories (without DiffAugment: with it
+    # the codes did not help, 63% confident against 64%); without DiffAugment, at 10,000 steps on seed 0, 74.8%
+    # confident and KL 0.077 against 68.7% and 0.082 without codes; 20 categories a channel, as more categories
+    # helped on mnist: 77.3% (its EMA 79.6%) against 74.8%, and the full command (with the EMA, two threads)
+    # 73.2% against 69.8%; channel_codes, so that each code sets its own channel's digit (one code had set two
+    # channels and another none): 81.8% at 7,200 steps (19 min 7 s), 1000 modes and KL 0.083, against 73.2% at
+    # 10,000 (docs/sample-quality.md); so at least 7,200 steps there (18 epochs of 400), and a bare
+    # `dcgan train --data stacked-mnist` is that run; nz 92: 32 continuous numbers, as on mnist
+    ("stable", "stacked-mnist"): {"nz": 92, "info_codes": "20,20,20", "channel_codes": True, "min_steps": 7200},
 }
 
 
