@@ -142,7 +142,7 @@ def test_score_generator_leaves_the_network_and_the_random_streams_alone(quick_c
 def test_a_resumed_run_keeps_its_best_and_goes_on_from_its_newest_checkpoint(tmp_path, monkeypatch):
     scripted = []  # the `confident` of each evaluation in turn
 
-    def fake_score(generator, kind, n, seed, classifier, *, fid=None):
+    def fake_score(generator, kind, n, seed, classifier, *, fid=None, truncation=1.0):
         return {"n": n, "seed": seed, "classes_present": 10, "confident": scripted.pop(0), "kl_uniform": 0.1, "seconds": 0.0}
 
     monkeypatch.setattr(dcgan.training_eval, "score_generator", fake_score)
@@ -205,7 +205,7 @@ def test_bad_evaluation_options_are_one_line_before_anything_is_made(tmp_path, c
 
 
 def _quick_scores(monkeypatch):
-    def fake_score(generator, kind, n, seed, classifier, *, fid=None):  # wiring, not quality: no sampling, no classifier
+    def fake_score(generator, kind, n, seed, classifier, *, fid=None, truncation=1.0):  # wiring, not quality: no sampling, no classifier
         return {"n": n, "seed": seed, "classes_present": 10, "confident": 0.5, "kl_uniform": 0.1, "seconds": 0.0}
 
     monkeypatch.setattr(dcgan.training_eval, "score_generator", fake_score)

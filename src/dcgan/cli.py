@@ -40,6 +40,7 @@ def _train_parser(sub) -> None:
         description="Train a DCGAN. With no arguments: the embedded MNIST digits at 32x32, about 5 minutes on 2 CPU cores. "
         f"A new run on {STABLE_BY_DEFAULT} that names no --preset starts from --preset stable (batch 64, "
         f"lr 4e-4, betas 0 and 0.99, --r1 1, at least {PRESETS['stable']['min_steps']:,} steps, --ema-decay 0.9954 --ema-rampup 0.1, "
+        f"--truncation {PRESETS['stable']['truncation']:g} (the samples only), "
         f"and {STABLE_CODES}); the defaults below are those of other data "
         "and of --preset plain.",
         epilog="example: dcgan train --data img_align_celeba.zip --image-size 64 --channels 3 --epochs 5",
@@ -73,6 +74,11 @@ def _train_parser(sub) -> None:
     p.add_argument("--dist-timeout", type=float, metavar="SECONDS", help=f"with several processes: how long one waits for the others before the job stops (default {DEFAULTS.dist_timeout:g})")
     p.add_argument("--ema-decay", type=float, metavar="D", help="keep an exponential moving average of G's weights (decay per step, below 1) and draw grids, samples, eval and exports from it; the D and G steps are unchanged (default: none; 0 drops the EMA a preset sets)")
     p.add_argument("--ema-rampup", type=float, metavar="R", help="with --ema-decay: lower the decay while the steps are few, so that the average's half-life is at most R x the steps so far and it soon forgets the untrained weights (StyleGAN2-ADA uses 0.05; default: none, the decay from the first step)")
+    p.add_argument("--truncation", type=float, metavar="PSI", help=(
+        "the truncation trick: draw the grids, samples and evaluations from z scaled by PSI, in (0, 1], nearer the centre "
+        "of N(0, I), where G draws its cleanest images: below 1, cleaner and less varied images. Training's z is never "
+        "scaled, so the weights do not depend on it; dcgan sample and dcgan eval draw with the run's "
+        f"(default 1: none; {PRESETS['stable']['truncation']:g} in --preset stable)"))  # fmt: skip
     s = p.add_argument_group("stabilisers", "Each is off by default, giving the tutorial's training; see README.md, Stabilisers.")
     s.add_argument("--loss", choices=LOSSES, help=(
         "the adversarial loss on D's output D(.) (a logit). bce (default, the tutorial's): the D step minimises "
@@ -161,6 +167,7 @@ def _eval_parser(sub) -> None:
     p.add_argument("--device", help="where the generator and Inception run: cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--best", action="store_true", help="score checkpoints/best.pt, the best evaluation of a run trained with --eval-every, instead of the newest checkpoint")
     p.add_argument("--checkpoint", metavar="FILE", help="score this checkpoint of the run instead of the newest, such as RUN/checkpoints/step_00007200.pt (the row names it)")
+    p.add_argument("--truncation", type=float, metavar="PSI", help="draw the samples from z scaled by PSI, in (0, 1] (default: the run's --truncation; 1 scores everything G draws)")
 
 
 def _sample_parser(sub) -> None:
@@ -184,6 +191,7 @@ def _sample_parser(sub) -> None:
     p.add_argument("--code", metavar="C[,C...]", help=(
         "a generator trained with --info-codes: draw every image in these categories, one per code, counted from 0 "
         "(the rest of the noise as --seed draws it)"))  # fmt: skip
+    p.add_argument("--truncation", type=float, metavar="PSI", help="draw from z scaled by PSI, in (0, 1]: below 1, cleaner and less varied images (default: the run's --truncation, else 1)")
 
 
 def _export_parser(sub) -> None:
@@ -192,7 +200,8 @@ def _export_parser(sub) -> None:
         help="write the generator alone as ONNX, TorchScript or safetensors",
         description=(
             "Export a trained generator (eval mode: BatchNorm's running statistics) for use without this package. "
-            "It maps z (B, nz, 1, 1) to images (B, C, S, S) in [-1, 1]."
+            "It maps z (B, nz, 1, 1) to images (B, C, S, S) in [-1, 1]; to draw as a run trained with --truncation PSI "
+            "does, scale z by PSI (config.json's truncation) before the call."
         ),
         epilog="example: dcgan export --run runs/mnist-20261130-120000 --format onnx --out generator.onnx",
     )
@@ -235,7 +244,7 @@ _TRAIN_FIELDS = (
     "preset", "data", "image_size", "channels", "epochs", "max_steps", "min_steps", "batch_size", "lr", "beta1", "beta2", "nz", "ngf", "ndf",
     "seed", "out", "cache_dir", "log_every", "checkpoint_every", "keep", "max_retries", "init_g", "init_d", "progress",
     "tensorboard", "device", "sync_bn", "dist_timeout", "check_isolation", "precision", "channels_last", "compile", "ema_decay", "ema_rampup",
-    "eval_every", "eval_n", "best_metric", "eval_fid", "inception_weights",
+    "truncation", "eval_every", "eval_n", "best_metric", "eval_fid", "inception_weights",
     "loss", "spectral_norm", "pack", "diffaug", "r1", "r1_every", "info_codes", "info_weight", "channel_codes",
 )  # fmt: skip
 
@@ -303,7 +312,8 @@ def _best_checkpoint(run: Path) -> Path:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from .sample import generate, latent, load_generator, save_samples
+    from .config import check_truncation
+    from .sample import generate, latent, load_generator, sampling_truncation, save_samples, truncate
 
     if args.n < 1:
         raise DcganError(f"--n must be at least 1, not {args.n}")
@@ -311,7 +321,11 @@ def _sample(args: argparse.Namespace) -> int:
         if not args.run or args.checkpoint:
             raise DcganError("--best picks a run's checkpoints/best.pt: give --run RUN, and no --checkpoint")
         args.checkpoint = str(_best_checkpoint(Path(args.run)))
-    generator = load_generator(Path(args.run) if args.run else None, Path(args.checkpoint) if args.checkpoint else None)
+    run, checkpoint = Path(args.run) if args.run else None, Path(args.checkpoint) if args.checkpoint else None
+    generator = load_generator(run, checkpoint)
+    if args.truncation is not None:
+        check_truncation(args.truncation)
+    truncation = sampling_truncation(run, checkpoint) if args.truncation is None else args.truncation
     if args.interpolate is not None:
         from .sample import interpolation_latents, save_interpolation
 
@@ -319,10 +333,12 @@ def _sample(args: argparse.Namespace) -> int:
             raise DcganError(f"--interpolate needs at least 2 steps (the two ends), not {args.interpolate}")
         if args.format == "npz":
             raise DcganError("--interpolate writes a .png grid and a .gif; --format npz does not apply")
-        z = _with_code(interpolation_latents(args.n, args.interpolate, generator.config.nz, args.seed), generator, args.code)
+        z = interpolation_latents(args.n, args.interpolate, generator.config.nz, args.seed)
+        z = _with_code(truncate(z, truncation), generator, args.code)
         print(save_interpolation(generate(generator, z), args.interpolate, Path(args.out)))
         return 0
-    images = generate(generator, _with_code(latent(args.n, generator.config.nz, args.seed), generator, args.code))
+    z = truncate(latent(args.n, generator.config.nz, args.seed), truncation)
+    images = generate(generator, _with_code(z, generator, args.code))
     print(save_samples(images, Path(args.out), args.format))
     return 0
 
@@ -356,6 +372,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from .config import check_truncation
     from .distributed import current, resolve_device
     from .evaluate import evaluate_run
     from .metrics import summary_line
@@ -367,10 +384,13 @@ def _eval(args: argparse.Namespace) -> int:
     fid = args.fid or weights is not None
     if args.best and args.checkpoint:
         raise DcganError("--best and --checkpoint each name the checkpoint to score: give one")
+    if args.truncation is not None:
+        check_truncation(args.truncation)
     checkpoint = _best_checkpoint(Path(args.run)) if args.best else Path(args.checkpoint) if args.checkpoint else None
     result = evaluate_run(
-        Path(args.run), args.n, args.seed, fid=fid, inception_weights=weights, device=device, checkpoint=checkpoint
-    )
+        Path(args.run), args.n, args.seed, fid=fid, inception_weights=weights, device=device, checkpoint=checkpoint,
+        truncation=args.truncation,
+    )  # fmt: skip
     print((f"{checkpoint.name}: " if checkpoint else "") + summary_line(result))
     print(f"appended to {Path(args.run) / 'eval.jsonl'}")
     return 0

@@ -74,6 +74,11 @@ def check_channel_codes(info_codes: tuple[int, ...], channels: int) -> None:
         )
 
 
+def check_truncation(truncation: float) -> None:
+    if not 0 < truncation <= 1:  # NaN fails too
+        raise DcganError(f"truncation must lie in (0, 1]: 1 draws z as trained, below 1 nearer its centre; not {truncation}")
+
+
 def check_channels(channels: int) -> None:
     if channels not in (1, 3):
         raise DcganError(f"channels must be 1 (grayscale) or 3 (colour), not {channels}")
@@ -141,6 +146,10 @@ class TrainConfig:
     seed: int = 0  # seeds weights, data order and noise; the same seed gives the same run on CPU
     out: Optional[str] = None  # run folder; None: runs/<data>-<timestamp>
     n_fixed: int = 64  # fixed noise vectors drawn once, rendered as the progress grid
+    # the truncation trick (BigGAN's, StyleGAN's psi): grids, samples and evaluations are drawn from z scaled by
+    # this, nearer the centre of N(0, I), where G draws its cleanest images, with less variety; below 1 it
+    # trades variety for clean images; training's z is never scaled, so the weights do not depend on it
+    truncation: float = 1.0
     log_every: int = 10  # steps between host reads of the figures (stats.jsonl rows and progress bar)
     checkpoint_every: Optional[int] = None  # steps between checkpoints, besides one at each epoch end
     keep: int = 3  # periodic checkpoints kept besides final.pt
@@ -200,6 +209,7 @@ class TrainConfig:
             raise DcganError(
                 "eval_fid and inception_weights add FID and KID to evaluation during training: add eval_every (--eval-every K)"
             )
+        check_truncation(self.truncation)
         if not self.lr > 0:
             raise DcganError(f"lr must be positive, not {self.lr}")
         self._check_stabilisers()

@@ -28,7 +28,7 @@ from .fid import FidReference, fid_reference
 from .metrics import digit_stats, stacked_stats
 from .run_files import read_config
 from .models import Generator
-from .sample import generate, latent, load_generator
+from .sample import generate, latent, load_generator, truncate
 
 DEFAULT_SAMPLES = {"digits": 10_000, "stacked": 26_000}
 DEFAULT_FID_SAMPLES = 10_000  # colour runs, scored by FID/KID alone: the usual FID-10k (the papers' 50k is slow on a CPU)
@@ -87,9 +87,16 @@ def check_best_metric(name: Optional[str], kind: Optional[str], fid: bool = Fals
 
 
 def score_generator(
-    generator: Generator, kind: Optional[str], n: int, seed: int, classifier, *, fid: Optional[FidReference] = None
+    generator: Generator,
+    kind: Optional[str],
+    n: int,
+    seed: int,
+    classifier,
+    *,
+    fid: Optional[FidReference] = None,
+    truncation: float = 1.0,
 ) -> dict:
-    """{n, seed, metrics..., seconds} of n samples drawn from latent(n, nz, seed).
+    """{n, seed, truncation, metrics..., seconds} of n samples drawn from latent(n, nz, seed) scaled by truncation.
 
     `kind` None skips the classifier (colour runs); `fid` (see `fid.fid_reference`, made once per run:
     it holds the real images' features) adds fid, kid, kid_std and n_real.
@@ -99,8 +106,8 @@ def score_generator(
     network nor any random stream, so training can call it between steps.
     """
     started = time.perf_counter()
-    images = generate(generator, latent(n, generator.config.nz, seed))
-    result = {"n": n, "seed": seed, **(score_images(images, kind, classifier) if kind else {})}
+    images = generate(generator, truncate(latent(n, generator.config.nz, seed), truncation))
+    result = {"n": n, "seed": seed, "truncation": truncation, **(score_images(images, kind, classifier) if kind else {})}
     if fid is not None:
         result.update(fid.score(images, seed))
     result["seconds"] = round(time.perf_counter() - started, 2)
@@ -123,11 +130,13 @@ def evaluate_run(
     inception_weights: Optional[Path] = None,
     device: Optional[torch.device] = None,
     checkpoint: Optional[Path] = None,
+    truncation: Optional[float] = None,
 ) -> dict:
     """Score RUN's newest generator and append the row to RUN/eval.jsonl; fid=True adds FID and KID.
 
     `device` (default the CPU) runs the generator and Inception; the digit classifier stays on the CPU.
     `checkpoint` (such as RUN/checkpoints/best.pt) is scored instead of the newest; the row names it.
+    `truncation` None draws as the run's grids do (its config's truncation); 1 scores all that G draws.
     """
     run = Path(run)
     config = read_config(run)
@@ -137,7 +146,8 @@ def evaluate_run(
     # the Inception weights are found and checked first, so a missing file fails before any slow work
     reference = fid_reference(config, n, inception_weights, cache_dir, device, log=log) if fid else None
     classifier = load_classifier(cache_dir, log=log) if kind else None
-    result = score_generator(generator, kind, n, seed, classifier, fid=reference)
+    truncation = config.truncation if truncation is None else truncation
+    result = score_generator(generator, kind, n, seed, classifier, fid=reference, truncation=truncation)
     if checkpoint is not None:
         result = {"checkpoint": Path(checkpoint).name, **result}
     append_result(run, result)

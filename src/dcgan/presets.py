@@ -39,6 +39,7 @@ PRESETS: dict[str, dict] = {
         "r1": 0.0,
         "ema_decay": None,
         "ema_rampup": None,
+        "truncation": 1.0,  # samples drawn from z as trained
         "precision": "fp32",  # the tutorial has no autocast
     },
     # measured on the 5,000 embedded digits (README, "Sample quality"): against the tutorial's batch and
@@ -72,6 +73,11 @@ PRESETS: dict[str, dict] = {
         # step from one day (or hour) to the next, and 2,652 steps leave room under 5 minutes for most of that
         # range, 3,042 little (mnist itself now trains a narrower D for longer: PRESET_DATA_CHANGES)
         "min_steps": 2600,
+        # the truncation trick on the samples only (training is unchanged): the default job's five seeds scored
+        # 92.0, 91.5, 90.3, 90.9 and 89.96% confident at 0.8 against 89.4, 88.7, 88.1, 88.4 and 88.2% at 1, class
+        # KL 0.003-0.012; on stacked-mnist 85.8% of channels against 81.8%, 1000 modes both, KL 0.104 against
+        # 0.083; samples of one class vary less: 92.3% of the real digits' spread against 97.5% (docs/sample-quality.md)
+        "truncation": 0.8,
     },
     "plain": {},  # nothing changed: for the digit sets, where a run without a preset starts from stable
 }

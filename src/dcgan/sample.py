@@ -6,6 +6,9 @@ changes the generator. z comes from a torch.Generator seeded with `seed`.
 
 Interpolation walks the latent space along great circles (slerp) between latents drawn with
 consecutive seeds, so its endpoints are exactly the images `dcgan sample --n 1 --seed S` draws.
+
+A run trained with `--truncation PSI` draws from z scaled by PSI (`truncate`); sample, eval and the
+run's own grids all use the run's value unless told otherwise.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .checkpoint import load_network_weights, load_weights, network_state, newest_good
+from .checkpoint import load_network_weights, load_weights, network_state, newest_good, read_file
 from .data import to_uint8
 from .errors import DcganError
 from .models import Generator
@@ -50,6 +53,28 @@ def with_categories(z: torch.Tensor, info_codes: tuple[int, ...], categories: li
         z[:, start + category] = 1.0
         start += k
     return z
+
+
+def truncate(z: torch.Tensor, truncation: float) -> torch.Tensor:
+    """z scaled by `truncation` (the truncation trick): nearer the centre of N(0, I), cleaner, less varied images.
+
+    A positive scale keeps the argmax of every InfoGAN code, so each sample keeps its categories;
+    1 returns z itself, so draws without truncation are bit for bit what they were.
+    """
+    return z if truncation == 1 else z * truncation
+
+
+def sampling_truncation(run: Optional[Path] = None, checkpoint: Optional[Path] = None) -> float:
+    """The truncation a run draws with: its config.json's (run), else a toolkit checkpoint's, else 1 (none)."""
+    from .run_files import read_config
+
+    if run is not None:
+        return read_config(Path(run)).truncation
+    if checkpoint is None or Path(checkpoint).suffix.lower() == ".safetensors":
+        return 1.0
+    payload = read_file(Path(checkpoint))  # already read once by load_generator, so it is readable
+    config = payload.get("config") if isinstance(payload, dict) else None  # a tutorial netG .pth has none
+    return float(config.get("truncation", 1.0)) if isinstance(config, dict) else 1.0
 
 
 @torch.no_grad()  # inference: no graph is stored, so memory stays at the activations of one batch

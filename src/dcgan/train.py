@@ -65,7 +65,7 @@ from .models import build_models, count_parameters
 from .plots import load_grids, save_animation, save_grid, save_loss_plot, save_real_vs_fake
 from .presets import R1_OFF_HINT
 from .run_files import StatsLog, default_run_dir, prepare_run_dir, read_config, truncate_rows
-from .sample import generate
+from .sample import generate, truncate
 from .sources import BUILTIN_SOURCES, Source, resolve_source
 from .isolation import checked_train_step
 from .step import GanState, figure_names, train_step
@@ -526,7 +526,8 @@ class Trainer:
             self.best = {"metric": config.best_metric, "value": value, "step": self.step, "epoch": epoch, "n": config.eval_n}
         if not self.processes.is_main:
             return
-        numbers = {k: v for k, v in result.items() if k not in ("seed", "seconds") and isinstance(v, (int, float))}
+        # the seed and truncation are the run's own (config.json), the same in every row; eval.jsonl keeps them
+        numbers = {k: v for k, v in result.items() if k not in ("seed", "seconds", "truncation") and isinstance(v, (int, float))}
         row = {"step": self.step, "epoch": epoch, **{f"eval_{k}": v for k, v in numbers.items()}}
         self.stats.append([row])
         if self.tensorboard is not None:
@@ -563,7 +564,7 @@ class Trainer:
     def _save_grid(self, name: str) -> None:
         if not self.processes.is_main:
             return
-        images = generate(self.sampler, self.fixed_noise)
+        images = generate(self.sampler, truncate(self.fixed_noise, self.config.truncation))
         save_grid(images, self.run_dir / "samples" / name)
         if self.tensorboard is not None:
             self.tensorboard.grid(images, self.step)
@@ -577,7 +578,8 @@ class Trainer:
         save_loss_plot(steps, [r["loss_g"] for r in rows], [r["loss_d"] for r in rows], self.run_dir / "losses.png")
         save_animation(load_grids(self.run_dir / "samples"), self.run_dir / "progress.gif")
         real = np.asarray(self.images.images[self.batches.order(1)[: self.config.n_fixed].numpy()])
-        save_real_vs_fake(real, generate(self.sampler, self.fixed_noise), self.run_dir / "real_vs_fake.png")
+        fake = generate(self.sampler, truncate(self.fixed_noise, self.config.truncation))
+        save_real_vs_fake(real, fake, self.run_dir / "real_vs_fake.png")
 
     def _describe(self, total: int) -> None:
         c, per_epoch, world = self.config, len(self.batches), self.processes.world_size

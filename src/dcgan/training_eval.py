@@ -64,7 +64,10 @@ class TrainingEvaluator:
     def score(self, generator: torch.nn.Module) -> dict:
         """`dcgan eval`'s result for eval_n samples of `generator`, drawn from the noise of EVAL_SEED."""
         with torch.random.fork_rng(devices=[]):  # belt and braces: score_generator draws z from a generator of its own
-            return score_generator(generator, self.kind, self.config.eval_n, EVAL_SEED, self.classifier, fid=self.fid_reference)
+            return score_generator(
+                generator, self.kind, self.config.eval_n, EVAL_SEED, self.classifier, fid=self.fid_reference,
+                truncation=self.config.truncation,
+            )  # fmt: skip
 
 
 def improves_best(best: Optional[dict], metric: str, n: int, value: float) -> bool:
