@@ -1,7 +1,7 @@
 """How good is the ruler? The digit classifier's recipe scored on embedded digits it did not see.
 
-    python benchmarks/classifier_holdout.py                # the recipe `dcgan eval` uses
-    python benchmarks/classifier_holdout.py --epochs 8     # the recipe of classifier version 1
+    python benchmarks/classifier_holdout.py                # the recipe `dcgan eval` uses (8 epochs)
+    python benchmarks/classifier_holdout.py --epochs 20    # the same, trained longer
 
 The classifier `dcgan eval` uses is trained on all 5,000 embedded digits, so its confidence on
 those digits says little about how it treats digits it has not seen, which is what generated
@@ -31,6 +31,8 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5, help="folds of the 5,000 digits; each is held out once (default 5)")
     parser.add_argument("--max-folds", type=int, help="stop after this many folds (quicker, noisier)")
     args = parser.parse_args()
+    if args.folds < 2 or (args.max_folds is not None and args.max_folds < 1):
+        parser.error("--folds must be at least 2 (one held out, the rest to train on) and --max-folds at least 1")
     torch.set_num_threads(1)  # as dcgan eval trains its classifier
     images, labels = load_mnist_digits()
     order = np.random.default_rng(123).permutation(len(images))

@@ -44,6 +44,8 @@ def test_training_does_not_depend_on_the_truncation_but_the_grids_do(tmp_path):
     assert losses[0] == losses[1] and any(value is not None for value in losses[0])
     grids = [(run / "samples" / sorted(os.listdir(run / "samples"))[-1]).read_bytes() for run in (plain, truncated)]
     assert grids[0] != grids[1]
+    figures = [(run / "real_vs_fake.png").read_bytes() for run in (plain, truncated)]
+    assert figures[0] != figures[1]
     assert json.loads((truncated / "config.json").read_text())["truncation"] == 0.3
 
 
@@ -61,6 +63,47 @@ def test_sample_draws_with_the_runs_truncation_unless_told(tmp_path):
         out = tmp_path / f"{len(argv)}-{argv[0]}.npz"
         assert main(["sample", *argv, "--n", "6", "--out", str(out)]) == 0
         np.testing.assert_array_equal(np.load(out)["images"], expected)
+    walk = tmp_path / "walk.png"
+    assert main(["sample", "--run", str(run), "--n", "1", "--interpolate", "2", "--out", str(walk)]) == 0
+    walk_all = tmp_path / "all.png"
+    assert main(["sample", "--run", str(run), "--n", "1", "--interpolate", "2", "--truncation", "1", "--out", str(walk_all)]) == 0
+    assert walk.read_bytes() != walk_all.read_bytes()
+
+
+def test_runs_without_the_setting_draw_from_all_of_g_and_a_bad_one_is_one_line(tmp_path, capsys):
+    run = _train(tmp_path / "run", truncation=0.5)
+    final = run / "checkpoints" / "final.pt"
+    payload = read_file(final)
+    del payload["config"]["truncation"]  # a checkpoint of a run made before the option existed
+    save_atomic(payload, final)
+    out = tmp_path / "old.npz"
+    assert main(["sample", "--run", str(run), "--n", "4", "--out", str(out)]) == 0
+    np.testing.assert_array_equal(np.load(out)["images"], generate(load_generator(run), latent(4, 8, 0)))
+    payload["config"]["truncation"] = "high"
+    save_atomic(payload, final)
+    assert "truncation" in error_line(capsys, ["sample", "--run", str(run), "--out", str(tmp_path / "x.png")])
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_evaluation_during_training_draws_with_the_runs_truncation(tmp_path, monkeypatch):
+    import dcgan.training_eval
+
+    images, labels = load_mnist_digits()
+    cache = Path(os.environ["DCGAN_CACHE"])
+    cache.mkdir(parents=True, exist_ok=True)
+    quick = train_classifier(images[:300], labels[:300], epochs=1)  # stands in for the cached one: wiring, not accuracy
+    save_atomic(quick.state_dict(), cache / f"digit-classifier-v{CLASSIFIER_VERSION}.pt")
+    asked = []
+    score_generator = dcgan.training_eval.score_generator
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs["truncation"])
+        return score_generator(*args, **kwargs)
+
+    monkeypatch.setattr(dcgan.training_eval, "score_generator", recording)
+    run = _train(tmp_path / "run", data="digits", channels=1, truncation=0.3, eval_every=1, eval_n=20)
+    rows = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
+    assert asked and set(asked) == {0.3} and [row["truncation"] for row in rows] == asked
 
 
 def test_eval_scores_with_the_runs_truncation_and_the_row_says_which(tmp_path, capsys, monkeypatch):

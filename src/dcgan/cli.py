@@ -77,8 +77,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--truncation", type=float, metavar="PSI", help=(
         "the truncation trick: draw the grids, samples and evaluations from z scaled by PSI, in (0, 1], nearer the centre "
         "of N(0, I), where G draws its cleanest images: below 1, cleaner and less varied images. Training's z is never "
-        "scaled, so the weights do not depend on it; dcgan sample and dcgan eval draw with the run's "
-        f"(default 1: none; {PRESETS['stable']['truncation']:g} in --preset stable)"))  # fmt: skip
+        "scaled, so the weights do not depend on it; dcgan sample and dcgan eval use the run's value unless given "
+        f"--truncation (default 1: no truncation; {PRESETS['stable']['truncation']:g} in --preset stable)"))  # fmt: skip
     s = p.add_argument_group("stabilisers", "Each is off by default, giving the tutorial's training; see README.md, Stabilisers.")
     s.add_argument("--loss", choices=LOSSES, help=(
         "the adversarial loss on D's output D(.) (a logit). bce (default, the tutorial's): the D step minimises "
@@ -200,7 +200,7 @@ def _export_parser(sub) -> None:
         help="write the generator alone as ONNX, TorchScript or safetensors",
         description=(
             "Export a trained generator (eval mode: BatchNorm's running statistics) for use without this package. "
-            "It maps z (B, nz, 1, 1) to images (B, C, S, S) in [-1, 1]; to draw as a run trained with --truncation PSI "
+            "It maps z (B, nz, 1, 1) to images (B, C, S, S) in [-1, 1]; to draw as a run set up with --truncation PSI "
             "does, scale z by PSI (config.json's truncation) before the call."
         ),
         epilog="example: dcgan export --run runs/mnist-20261130-120000 --format onnx --out generator.onnx",

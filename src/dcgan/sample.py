@@ -7,7 +7,7 @@ changes the generator. z comes from a torch.Generator seeded with `seed`.
 Interpolation walks the latent space along great circles (slerp) between latents drawn with
 consecutive seeds, so its endpoints are exactly the images `dcgan sample --n 1 --seed S` draws.
 
-A run trained with `--truncation PSI` draws from z scaled by PSI (`truncate`); sample, eval and the
+A run set up with `--truncation PSI` draws from z scaled by PSI (`truncate`); sample, eval and the
 run's own grids all use the run's value unless told otherwise.
 """
 
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_network_weights, load_weights, network_state, newest_good, read_file
+from .config import check_truncation
 from .data import to_uint8
 from .errors import DcganError
 from .models import Generator
@@ -61,20 +62,27 @@ def truncate(z: torch.Tensor, truncation: float) -> torch.Tensor:
     A positive scale keeps the argmax of every InfoGAN code, so each sample keeps its categories;
     1 returns z itself, so draws without truncation are bit for bit what they were.
     """
+    check_truncation(truncation)
     return z if truncation == 1 else z * truncation
 
 
 def sampling_truncation(run: Optional[Path] = None, checkpoint: Optional[Path] = None) -> float:
-    """The truncation a run draws with: its config.json's (run), else a toolkit checkpoint's, else 1 (none)."""
-    from .run_files import read_config
+    """The truncation a run draws with, from the configuration saved in the checkpoint that gives the weights.
 
-    if run is not None:
-        return read_config(Path(run)).truncation
-    if checkpoint is None or Path(checkpoint).suffix.lower() == ".safetensors":
+    That is `checkpoint`, else the run's newest, as `load_generator` picks them; 1 (none) for a
+    tutorial netG, a .safetensors export, or a run made before the option existed.
+    """
+    if checkpoint is None and run is not None:
+        checkpoint, payload = newest_good(Path(run) / "checkpoints")
+    elif checkpoint is None or Path(checkpoint).suffix.lower() == ".safetensors":
         return 1.0
-    payload = read_file(Path(checkpoint))  # already read once by load_generator, so it is readable
-    config = payload.get("config") if isinstance(payload, dict) else None  # a tutorial netG .pth has none
-    return float(config.get("truncation", 1.0)) if isinstance(config, dict) else 1.0
+    else:
+        payload = read_file(Path(checkpoint))  # already read once by load_generator, so it is readable
+    config = payload.get("config") if isinstance(payload, dict) else None  # a tutorial netG has none
+    value = config.get("truncation", 1.0) if isinstance(config, dict) else 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise DcganError(f"{checkpoint}: its truncation must be a number in (0, 1], not {value!r}: give --truncation")
+    return float(value)
 
 
 @torch.no_grad()  # inference: no graph is stored, so memory stays at the activations of one batch

@@ -601,6 +601,8 @@ class Trainer:
         training = [f"preset {c.preset}"] if c.preset else []
         training += [f"lr {c.lr:g}", f"Adam betas ({c.beta1:g}, {c.beta2:g})", f"loss {c.loss}"] + self._stabilisers()
         self.log("training: " + ", ".join(training))
+        if c.truncation != 1:  # a setting of the drawing: the training z is never scaled
+            self.log(f"samples: drawn with truncation {c.truncation:g} (z scaled by it)")
 
     def _stabilisers(self) -> list[str]:
         c = self.config
