@@ -312,7 +312,6 @@ def _best_checkpoint(run: Path) -> Path:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from .config import check_truncation
     from .sample import generate, latent, load_generator, sampling_truncation, save_samples, truncate
 
     if args.n < 1:
@@ -323,9 +322,7 @@ def _sample(args: argparse.Namespace) -> int:
         args.checkpoint = str(_best_checkpoint(Path(args.run)))
     run, checkpoint = Path(args.run) if args.run else None, Path(args.checkpoint) if args.checkpoint else None
     generator = load_generator(run, checkpoint)
-    if args.truncation is not None:
-        check_truncation(args.truncation)
-    truncation = sampling_truncation(run, checkpoint) if args.truncation is None else args.truncation
+    truncation = sampling_truncation(run, checkpoint) if args.truncation is None else args.truncation  # truncate() checks it
     if args.interpolate is not None:
         from .sample import interpolation_latents, save_interpolation
 
