@@ -381,7 +381,7 @@ def _eval(args: argparse.Namespace) -> int:
     fid = args.fid or weights is not None
     if args.best and args.checkpoint:
         raise DcganError("--best and --checkpoint each name the checkpoint to score: give one")
-    if args.truncation is not None:
+    if args.truncation is not None:  # truncate() checks it too, but only after the generator, classifier and Inception load
         check_truncation(args.truncation)
     checkpoint = _best_checkpoint(Path(args.run)) if args.best else Path(args.checkpoint) if args.checkpoint else None
     result = evaluate_run(

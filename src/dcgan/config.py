@@ -146,8 +146,8 @@ class TrainConfig:
     seed: int = 0  # seeds weights, data order and noise; the same seed gives the same run on CPU
     out: Optional[str] = None  # run folder; None: runs/<data>-<timestamp>
     n_fixed: int = 64  # fixed noise vectors drawn once, rendered as the progress grid
-    # the truncation trick (StyleGAN's psi applied to z, whose mean is 0): grids, samples and evaluations are drawn from z scaled by
-    # this, nearer the centre of N(0, I), where G draws its cleanest images, with less variety; below 1 it
+    # the truncation trick (StyleGAN's psi applied to z, whose mean is 0): grids, samples and evaluations are
+    # drawn from z scaled by this, nearer the centre of N(0, I), where G draws its cleanest images; below 1 it
     # trades variety for clean images; training's z is never scaled, so the weights do not depend on it
     truncation: float = 1.0
     log_every: int = 10  # steps between host reads of the figures (stats.jsonl rows and progress bar)

@@ -80,8 +80,9 @@ def sampling_truncation(run: Optional[Path] = None, checkpoint: Optional[Path] =
         payload = read_file(Path(checkpoint))  # already read once by load_generator, so it is readable
     config = payload.get("config") if isinstance(payload, dict) else None  # a tutorial netG has none
     value = config.get("truncation", 1.0) if isinstance(config, dict) else 1.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DcganError(f"{checkpoint}: its truncation must be a number in (0, 1], not {value!r}: give --truncation")
+    check_truncation(value)
     return float(value)
 
 
